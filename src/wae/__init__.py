@@ -1,0 +1,47 @@
+"""wae: make any convolutional image classifier several times cheaper at inference with a
+learned Wavelet-like Auto-Encoder (Chen et al., AAAI 2018, https://arxiv.org/abs/1712.07493).
+"""
+
+from .autoencoder import (
+    FixedNorm,
+    WAEOutput,
+    WaveletAutoEncoder,
+    energy_loss,
+    reconstruction_loss,
+    transform_loss,
+)
+from .cost import compare, count_ops, measure_latency, profile
+from .models import (
+    BackboneError,
+    PlainNet,
+    WAENet,
+    WAENetOutput,
+    classification_loss,
+    create_model,
+    list_models,
+    model_cfg,
+)
+
+__version__ = "0.1.0"
+
+
+__all__ = [
+    "BackboneError",
+    "FixedNorm",
+    "PlainNet",
+    "WAENet",
+    "WAENetOutput",
+    "WAEOutput",
+    "WaveletAutoEncoder",
+    "classification_loss",
+    "compare",
+    "count_ops",
+    "create_model",
+    "energy_loss",
+    "list_models",
+    "measure_latency",
+    "model_cfg",
+    "profile",
+    "reconstruction_loss",
+    "transform_loss",
+]

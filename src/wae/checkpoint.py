@@ -1,0 +1,169 @@
+"""Checkpoints that load without unpickling anything.
+
+A checkpoint is a directory:
+- `model.safetensors`: the weights (parameters and buffers, from `state_dict`);
+- `model.json`: how to rebuild the architecture (`spec`: a registered model name and its
+  keyword arguments, or a backbone name for WAENet/PlainNet.from_backbone), plus metadata
+  (classes, input size, channels, mean/std) and the resolved config of the run;
+- optionally `train_state.safetensors` + `train_state.json`: optimizer, scheduler, RNG and
+  loop counters, so `--resume` continues exactly.
+Files are written to a temporary name in the same directory and renamed into place, so a
+crash mid-write never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import WAEError
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "load_checkpoint",
+    "load_model",
+    "model_spec",
+    "save_checkpoint",
+]
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(WAEError, ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit what it is loaded into."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # safetensors refuses shared or non-contiguous storage: give it plain copies.
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp, meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """How `model` was built, as recorded by `create_model` / `from_backbone`."""
+    spec = getattr(model, "wae_spec", None)
+    if spec is None:
+        raise CheckpointError(
+            f"{type(model).__name__} carries no build spec, so a checkpoint could not rebuild "
+            f"it. Build models with wae.create_model(name, ...) or WAENet.from_backbone(<name>)"
+            f" (a backbone given by name, not as a module)."
+        )
+    return spec
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save `model` (weights + spec + metadata + resolved config) into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "spec": model_spec(model),
+        "meta": dict(meta or {}),
+        "config": dict(config or {}),
+    }
+    _atomic_save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
+    atomic_write_json(directory / META, doc)  # last: its presence marks a complete checkpoint
+    return directory
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read (model.json document, state_dict) from a checkpoint directory; nothing unpickled."""
+    directory = Path(directory)
+    if not (directory / META).is_file() or not (directory / WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{directory} is not a wae checkpoint: it needs {META} and {WEIGHTS}. Point "
+            f"--checkpoint at a directory written by `wae train` (e.g. runs/<name>/final)."
+        )
+    try:
+        doc = json.loads((directory / META).read_text())
+        state = load_file(directory / WEIGHTS)
+    except Exception as e:
+        raise CheckpointError(f"Could not read the checkpoint in {directory}: {e}") from e
+    if doc.get("format_version") != FORMAT_VERSION or "spec" not in doc:
+        raise CheckpointError(
+            f"{directory / META} is not a wae checkpoint of format {FORMAT_VERSION}."
+        )
+    return doc, state
+
+
+def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+    """Rebuild an (untrained) model from a spec recorded by create_model / from_backbone."""
+    from .models import PlainNet, WAENet, create_model
+
+    kind, kwargs = spec.get("builder"), dict(spec.get("kwargs", {}))
+    if kind == "registry":
+        return create_model(spec["name"], **kwargs)
+    if kind == "wae_net":
+        return WAENet.from_backbone(spec["backbone"], **kwargs)
+    if kind == "plain":
+        return PlainNet.from_backbone(spec["backbone"], **kwargs)
+    raise CheckpointError(f"Unknown model spec {dict(spec)!r}.")
+
+
+def load_model(
+    directory: str | os.PathLike, *, num_classes: int | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint and load its weights: (model in eval mode, document).
+
+    `num_classes`, if given, must match the checkpoint's (a clear error otherwise).
+    """
+    doc, state = load_checkpoint(directory)
+    saved_classes = doc["spec"].get("kwargs", {}).get("num_classes")
+    if num_classes is not None and saved_classes is not None and num_classes != saved_classes:
+        raise CheckpointError(
+            f"The checkpoint in {directory} has {saved_classes} classes, but {num_classes} were "
+            f"asked for. Use a checkpoint trained on this dataset, or train a new one."
+        )
+    model = build_from_spec(doc["spec"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"The weights in {directory} do not fit the architecture its {META} describes "
+            f"({str(e).splitlines()[0]}). The checkpoint is corrupt or from another version."
+        ) from e
+    return model.eval(), doc

@@ -1,0 +1,27 @@
+"""Model families and the registry (`create_model`, `list_models`)."""
+
+from ._backbone import BackboneError, build_classifier, build_features, quarter_width
+from ._registry import create_model, is_model, list_models, model_cfg, register_model
+from .plain import HalfResize, PlainNet
+from .small_vgg import SmallVGG
+from .wae_net import LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
+
+__all__ = [
+    "BackboneError",
+    "HalfResize",
+    "LinearHead",
+    "MLPHead",
+    "PlainNet",
+    "SmallVGG",
+    "WAENet",
+    "WAENetOutput",
+    "build_classifier",
+    "build_features",
+    "classification_loss",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_cfg",
+    "quarter_width",
+    "register_model",
+]

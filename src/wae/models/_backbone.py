@@ -1,0 +1,302 @@
+"""Turning a user's CNN into what WAENet needs: a feature extractor and its quarter-width twin.
+
+A backbone can be given as
+- a torchvision classification model name ("vgg16", "resnet50", "mobilenet_v3_small", ...),
+- "timm:<name>" for any timm model,
+- the name of one of our small backbones ("small_vgg"),
+- an nn.Module: a classifier (its last 4-D activation before global pooling is found by
+  tracing) or a feature extractor returning (N, C, h, w), or any model with timm's
+  `forward_features`.
+
+The feature extractor is the network "unchanged": the same modules and weights, cut before
+its pooling and classifier. The I_H branch is a *fresh* copy with every convolution's
+channel count divided by 4: natively where the family has a width setting (VGG configs, our
+small VGG), otherwise by uniform 75 % channel pruning of the copy with Torch-Pruning, which
+follows residual, concatenation and depthwise dependencies for us.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import WAEError
+
+__all__ = [
+    "BackboneError",
+    "FeatureExtractor",
+    "build_classifier",
+    "build_features",
+    "quarter_width",
+    "set_in_chans",
+]
+
+_PROBE_SIZE = 224  # the graph cut is found at this input size (stride-32 nets give 7x7 maps)
+
+
+class BackboneError(WAEError, ValueError):
+    """A backbone that cannot be built, cut into features, or slimmed; the message says why."""
+
+
+class FeatureExtractor(nn.Module):
+    """Wraps a module so that forward returns its last conv feature map (N, C, h, w)."""
+
+    def __init__(self, body: nn.Module, method: str = "forward", family: str = "generic") -> None:
+        super().__init__()
+        self.body = body
+        self.method = method  # "forward" or "forward_features" (timm)
+        self.family = family  # "vgg" / "small_vgg" have a native quarter-width twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "forward_features":
+            return self.body.forward_features(x)
+        return self.body(x)
+
+
+# --- building classifiers by name -------------------------------------------------------------
+
+
+def _small_backbones() -> dict[str, Callable[..., nn.Module]]:
+    from .small_vgg import small_vgg
+
+    return {"small_vgg": small_vgg}
+
+
+def build_classifier(
+    spec: str | nn.Module,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    **kwargs,
+) -> nn.Module:
+    """A whole classifier (N, in_chans, H, W) -> (N, num_classes) from a name or a module."""
+    if isinstance(spec, nn.Module):
+        return spec
+    if not isinstance(spec, str):
+        raise BackboneError(
+            f"A backbone is a model name or an nn.Module, got {type(spec).__name__}."
+        )
+    if spec.startswith("timm:"):
+        import timm
+
+        name = spec[len("timm:") :]
+        try:
+            return timm.create_model(
+                name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
+            )
+        except RuntimeError as e:  # timm raises RuntimeError for unknown names
+            raise BackboneError(
+                f"timm has no model {name!r} ({e}). List them with timm.list_models()."
+            ) from e
+    small = _small_backbones()
+    if spec in small:
+        return small[spec](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    import torchvision
+
+    if spec not in torchvision.models.list_models(module=torchvision.models):
+        raise BackboneError(
+            f"Unknown backbone {spec!r}. Use a torchvision classification model name "
+            f"(e.g. 'vgg16', 'resnet50'), 'timm:<name>' for a timm model, one of "
+            f"{sorted(small)}, or pass an nn.Module."
+        )
+    weights = "DEFAULT" if pretrained else None
+    if pretrained and num_classes != 1000:
+        raise BackboneError(
+            "pretrained=True loads ImageNet weights with a 1000-class classifier; WAENet "
+            "replaces the classifier anyway, so build the backbone with num_classes=1000."
+        )
+    model = torchvision.models.get_model(spec, weights=weights, num_classes=num_classes, **kwargs)
+    if in_chans != 3:
+        set_in_chans(model, in_chans)
+    return model
+
+
+def set_in_chans(model: nn.Module, in_chans: int) -> nn.Module:
+    """Replace the first Conv2d of `model` by one taking `in_chans` input channels (in place).
+
+    Pretrained weights of that conv are averaged over the RGB channels and repeated, as timm
+    does, so a grey or multi-channel input keeps a sensible start.
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if m.in_channels == in_chans:
+                return model
+            if m.groups != 1:
+                raise BackboneError(f"The first convolution {name!r} is grouped; cannot re-plumb.")
+            new = nn.Conv2d(
+                in_chans,
+                m.out_channels,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                bias=m.bias is not None,
+                padding_mode=m.padding_mode,
+            )
+            with torch.no_grad():
+                w = m.weight.mean(1, keepdim=True) * (m.in_channels / in_chans)
+                new.weight.copy_(w.repeat(1, in_chans, 1, 1))
+                if m.bias is not None:
+                    new.bias.copy_(m.bias)
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, new)
+            return model
+    raise BackboneError("The backbone has no Conv2d: it is not a convolutional network.")
+
+
+# --- cutting a classifier into its feature extractor -------------------------------------------
+
+
+def build_features(model: nn.Module, in_chans: int = 3) -> FeatureExtractor:
+    """The classifier's body up to its last conv feature map: (N, C, H, W) -> (N, C', h, w).
+
+    Rules, in order: a timm-style `forward_features`; torchvision VGG/AlexNet-style
+    `.features`; a module whose output is already 4-D; otherwise trace the model with
+    torch.fx and cut at the last operation whose output is 4-D with spatial size > 1 at a
+    224x224 input (i.e. just before global pooling / flatten).
+    """
+    from torchvision.models import VGG, AlexNet
+
+    from .small_vgg import SmallVGG
+
+    if hasattr(model, "forward_features") and callable(model.forward_features):
+        if hasattr(model, "reset_classifier"):
+            model.reset_classifier(0)  # drop the unused classifier's parameters
+        family = "small_vgg" if isinstance(model, SmallVGG) else "generic"
+        return FeatureExtractor(model, "forward_features", family)
+    if isinstance(model, VGG):
+        return FeatureExtractor(model.features, family="vgg")
+    if isinstance(model, AlexNet):
+        return FeatureExtractor(model.features)
+    probe = torch.zeros(1, in_chans, _PROBE_SIZE, _PROBE_SIZE)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(probe)
+    except Exception as e:
+        raise BackboneError(
+            f"Running the backbone on a (1, {in_chans}, {_PROBE_SIZE}, {_PROBE_SIZE}) probe "
+            f"failed: {e}. Pass a module that takes images of {in_chans} channel(s)."
+        ) from e
+    finally:
+        model.train(was_training)
+    if isinstance(out, torch.Tensor) and out.dim() == 4:
+        return FeatureExtractor(model)
+    return FeatureExtractor(_cut_before_pooling(model, probe))
+
+
+def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
+    """Trace `model` and keep its graph up to the last 4-D activation with spatial size > 1."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        gm = torch.fx.symbolic_trace(model)
+        gm.eval()
+        with torch.no_grad():
+            ShapeProp(gm).propagate(probe)
+    except Exception as e:
+        raise BackboneError(
+            f"Could not find the feature map of {type(model).__name__}: it is not traceable "
+            f"by torch.fx ({type(e).__name__}: {e}). Pass a feature extractor instead: an "
+            f"nn.Module returning the last conv feature map (N, C, h, w)."
+        ) from e
+    last = None
+    for node in gm.graph.nodes:
+        shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+        if node.op != "output" and shape is not None and len(shape) == 4 and max(shape[2:]) > 1:
+            last = node
+    if last is None:
+        raise BackboneError(
+            f"{type(model).__name__} produces no 4-D feature map: is it a CNN classifier?"
+        )
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    output.args = (last,)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    gm.train()
+    return gm
+
+
+# --- the quarter-width copy -------------------------------------------------------------------
+
+
+def _reinit(module: nn.Module) -> None:
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+def _native_quarter_width(features: nn.Module, in_chans: int, divisor: int) -> nn.Module | None:
+    """The slim twin built from the family's own width setting, or None if it has none."""
+    family = getattr(features, "family", "generic")
+    if family == "small_vgg":
+        return FeatureExtractor(
+            features.body.slim_copy(divisor, in_chans), "forward_features", family
+        )
+    if family == "vgg":
+        from torchvision.models.vgg import make_layers
+
+        convs = [m for m in features.body if isinstance(m, nn.Conv2d)]
+        cfg: list[str | int] = [
+            "M" if isinstance(m, nn.MaxPool2d) else m.out_channels // divisor
+            for m in features.body
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d))
+        ]
+        batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in features.body)
+        if any(c.out_channels % divisor for c in convs):
+            return None
+        body = make_layers(cfg, batch_norm=batch_norm)
+        set_in_chans(body, in_chans)
+        return FeatureExtractor(body, family=family)
+    return None
+
+
+def quarter_width(
+    features: nn.Module, *, in_chans: int, divisor: int = 4, probe_size: int = 64
+) -> nn.Module:
+    """A freshly initialised copy of `features` with every conv's channel count / `divisor`,
+    taking `in_chans` input channels.
+
+    Built natively where the family has a width setting (torchvision VGG, SmallVGG);
+    otherwise the copy is slimmed uniformly with Torch-Pruning (ratio 1 - 1/divisor on every
+    prunable layer, the input channels excepted).
+    """
+    native = _native_quarter_width(features, in_chans, divisor)
+    if native is not None:
+        return native
+    import torch_pruning as tp
+
+    slim = copy.deepcopy(features).cpu().float()
+    slim.eval()
+    first = next((m for m in slim.modules() if isinstance(m, nn.Conv2d)), None)
+    example = torch.zeros(1, first.in_channels if first else in_chans, probe_size, probe_size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Torch-Pruning is chatty about unwrapped params
+            pruner = tp.pruner.MetaPruner(
+                slim,
+                example,
+                importance=tp.importance.RandomImportance(),  # fresh copy: any channels do
+                pruning_ratio=1.0 - 1.0 / divisor,
+            )
+            pruner.step()
+        with torch.no_grad():
+            slim(example)
+    except Exception as e:
+        raise BackboneError(
+            f"Could not build the quarter-width I_H branch of {type(features).__name__} with "
+            f"Torch-Pruning ({type(e).__name__}: {e}). Build it yourself and pass it as "
+            f"WAENet(..., high_net=<module>), a network taking I_H and returning a feature map."
+        ) from e
+    _reinit(slim)
+    set_in_chans(slim, in_chans)
+    slim.train()
+    return slim

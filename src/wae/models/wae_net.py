@@ -1,0 +1,408 @@
+"""WAENet: a standard CNN on I_L, a quarter-width copy on I_H, and a fusion head.
+
+Chen et al., "Learning a Wavelet-like Auto-Encoder to Accelerate Deep Neural Networks",
+AAAI 2018, https://arxiv.org/abs/1712.07493
+
+    x -WAE-> I_L -FixedNorm-> low_net  (unchanged backbone)   -> f_L -> head_low -> s_L
+          \\-> I_H -FixedNorm-> high_net (same net, 1/4 width) -> f_H
+                                       concat(f_L, f_H) -> head_fused -> s_c
+    prediction = (s_L + s_c) / 2;   training loss L_c = CE(s_L) + CE(s_c)
+
+Heads: "vgg" is the release's (flattened pool5 -> fc 1024 -> fc 1024 -> classes for s_L;
+flattened concatenated pool5 maps -> fc 2048 -> fc 2048 -> classes for s_c; ReLU and dropout
+0.5 between); "linear" is global average pooling + one linear layer, for other backbones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..autoencoder import FixedNorm, WAEOutput, WaveletAutoEncoder
+from ._backbone import BackboneError, build_classifier, build_features, quarter_width
+from ._registry import register_model
+
+__all__ = ["WAENet", "WAENetOutput", "classification_loss", "LinearHead", "MLPHead"]
+
+
+class WAENetOutput(NamedTuple):
+    """forward_train's result: both score vectors (N, K) and the WAE's parts."""
+
+    s_low: torch.Tensor
+    s_fused: torch.Tensor | None  # None for the I_L-alone ablation
+    parts: WAEOutput
+
+
+# --- blocks -----------------------------------------------------------------------------------
+
+
+class LinearHead(nn.Module):
+    """Global average pooling of each feature map, concatenated, then one linear layer:
+    (N, C_1, h, w), (N, C_2, h, w), ... -> (N, num_classes)."""
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
+        pooled = [f.mean((2, 3)) for f in feats]
+        return self.fc(self.drop(torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]))
+
+
+class MLPHead(nn.Module):
+    """The release's VGG head: feature maps concatenated along channels, flattened, then
+    fc hidden -> ReLU -> dropout -> fc hidden -> ReLU -> dropout -> fc classes."""
+
+    def __init__(
+        self, in_features: int, hidden: int, num_classes: int, drop_rate: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop_rate),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop_rate),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(feats, 1) if len(feats) > 1 else feats[0]
+        return self.mlp(x.flatten(1))
+
+
+def classification_loss(
+    out: WAENetOutput, target: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """L_c = CE(s_L) + CE(s_c) (the paper sums the two; s_c is absent for I_L alone)."""
+    loss = F.cross_entropy(out.s_low, target, label_smoothing=label_smoothing)
+    if out.s_fused is not None:
+        loss = loss + F.cross_entropy(out.s_fused, target, label_smoothing=label_smoothing)
+    return loss
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+class WAENet(nn.Module):
+    """A classifier that runs its backbone on the WAE's half-resolution sub-images.
+
+    Args:
+        low_net: the standard network's feature extractor, I_L -> f_L (N, C_L, h, w).
+        high_net: its quarter-width twin, I_H -> f_H (N, C_H, h, w); None for I_L alone.
+        num_classes: K.
+        decomposer: the module splitting x into (I_L, I_H): a WaveletAutoEncoder (default),
+            one without decoder (Decomposition+CNN) or a wavelet transform (Wavelet+CNN).
+            It must expose `low_chans`, `high_chans` and return (low, high) or a WAEOutput.
+        in_chans: image channels.
+        head: "linear" or "vgg" (the release's MLP heads).
+        head_hidden: hidden widths of the "vgg" heads (s_L head, fused head).
+        drop_rate: dropout in the heads.
+        input_size: the image size the "vgg" heads are built for (they flatten the maps).
+    """
+
+    # Display groups for cost breakdowns (wae.profile): label -> child-module names.
+    cost_parts = {
+        "encoder": ["wae", "norm_low", "norm_high"],
+        "I_L network": ["low_net"],
+        "I_H network": ["high_net"],
+        "heads": ["head_low", "head_fused"],
+    }
+
+    def __init__(
+        self,
+        low_net: nn.Module,
+        high_net: nn.Module | None,
+        num_classes: int,
+        *,
+        decomposer: nn.Module | None = None,
+        in_chans: int = 3,
+        head: str = "linear",
+        head_hidden: Sequence[int] = (1024, 2048),
+        drop_rate: float | None = None,
+        input_size: int | Sequence[int] = 224,
+    ) -> None:
+        super().__init__()
+        if head not in ("linear", "vgg"):
+            raise ValueError(f"head must be 'linear' or 'vgg', got {head!r}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.input_size = _pair(input_size)
+        self.head_type = head
+        self.wae = decomposer if decomposer is not None else WaveletAutoEncoder(in_chans)
+        low_chans = getattr(self.wae, "low_chans", in_chans)
+        high_chans = getattr(self.wae, "high_chans", in_chans)
+        self.norm_low = FixedNorm(low_chans)
+        self.norm_high = FixedNorm(high_chans) if high_net is not None else None
+        self.low_net = low_net
+        self.high_net = high_net
+
+        # Probe the feature shapes at the working resolution (I_L is half the input size).
+        half = tuple(math.ceil(s / 2) for s in self.input_size)
+        was_training = self.training
+        with torch.no_grad():
+            low_net.eval()
+            f_low = low_net(torch.zeros(1, low_chans, *half))
+            f_high = None
+            if high_net is not None:
+                high_net.eval()
+                f_high = high_net(torch.zeros(1, high_chans, *half))
+        self.train(was_training)
+        _check_features(f_low, "low_net")
+        self.low_features = f_low.shape[1]
+        self.high_features = 0
+        if f_high is not None:
+            _check_features(f_high, "high_net")
+            if f_high.shape[-2:] != f_low.shape[-2:]:
+                raise BackboneError(
+                    f"The I_L and I_H feature maps differ in size ({tuple(f_low.shape[-2:])} vs "
+                    f"{tuple(f_high.shape[-2:])}): the branches must downsample alike."
+                )
+            self.high_features = f_high.shape[1]
+        self.num_features = self.low_features + self.high_features
+        self.feature_info = [
+            dict(num_chs=self.low_features, reduction=self._reduction(f_low), module="low_net")
+        ]
+        if f_high is not None:
+            self.feature_info.append(
+                dict(
+                    num_chs=self.high_features, reduction=self._reduction(f_high), module="high_net"
+                )
+            )
+
+        if head == "vgg":
+            area = f_low.shape[-2] * f_low.shape[-1]
+            drop = 0.5 if drop_rate is None else drop_rate
+            self.head_low = MLPHead(self.low_features * area, head_hidden[0], num_classes, drop)
+            self.head_fused = (
+                MLPHead(self.num_features * area, head_hidden[1], num_classes, drop)
+                if high_net is not None
+                else None
+            )
+        else:
+            drop = 0.0 if drop_rate is None else drop_rate
+            self.head_low = LinearHead(self.low_features, num_classes, drop)
+            self.head_fused = (
+                LinearHead(self.num_features, num_classes, drop) if high_net is not None else None
+            )
+
+    def _reduction(self, f: torch.Tensor) -> int:
+        return round(self.input_size[0] / f.shape[-2])
+
+    # -- construction from any backbone --------------------------------------------------------
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | nn.Module,
+        num_classes: int = 1000,
+        *,
+        in_chans: int = 3,
+        input_size: int | Sequence[int] = 224,
+        head: str = "auto",
+        decomposer: str | nn.Module = "wae",
+        use_high: bool = True,
+        high_net: nn.Module | None = None,
+        pretrained: bool = False,
+        drop_rate: float | None = None,
+        **backbone_kwargs: Any,
+    ) -> WAENet:
+        """Wrap a CNN: a torchvision name ("vgg16"), "timm:<name>", "small_vgg", or a module.
+
+        decomposer: "wae" (the paper), "encoder" (Decomposition+CNN: no decoder, no transform
+        loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. use_high=False drops the I_H
+        branch (the I_L-alone ablation). high_net overrides the automatic quarter-width copy.
+        """
+        clf = build_classifier(
+            backbone,
+            num_classes=1000 if pretrained else num_classes,
+            in_chans=in_chans,
+            pretrained=pretrained,
+            **backbone_kwargs,
+        )
+        features = build_features(clf, in_chans)
+        dec = _build_decomposer(decomposer, in_chans)
+        high_chans = getattr(dec, "high_chans", in_chans)
+        if use_high and high_net is None:
+            high_net = quarter_width(features, in_chans=high_chans)
+        if head == "auto":
+            head = "vgg" if getattr(features, "family", "") == "vgg" else "linear"
+        net = cls(
+            features,
+            high_net if use_high else None,
+            num_classes,
+            decomposer=dec,
+            in_chans=in_chans,
+            head=head,
+            drop_rate=drop_rate,
+            input_size=input_size,
+        )
+        if isinstance(backbone, str) and isinstance(decomposer, str) and high_net is None:
+            # Enough to rebuild the architecture (checkpoints store this, not pickled code).
+            kwargs = dict(
+                num_classes=num_classes,
+                in_chans=in_chans,
+                input_size=list(net.input_size),
+                head=head,
+                decomposer=decomposer,
+                use_high=use_high,
+                drop_rate=drop_rate,
+                **backbone_kwargs,
+            )
+            net.wae_spec = {"builder": "wae_net", "backbone": backbone, "kwargs": kwargs}
+        return net
+
+    # -- forward paths -------------------------------------------------------------------------
+
+    def decompose(self, x: torch.Tensor, decode: bool = False) -> WAEOutput:
+        """x (N, C, H, W) -> WAEOutput(I_L, I_H, recon or None), before normalisation."""
+        if isinstance(self.wae, WaveletAutoEncoder):
+            return self.wae(x, decode=decode)
+        low, high = self.wae(x)
+        return WAEOutput(low, high, None)
+
+    def forward_branches(self, parts: WAEOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(I_L, I_H) -> (f_L (N, C_L, h, w), f_H (N, C_H, h, w) or None)."""
+        f_low = self.low_net(self.norm_low(parts.low))
+        f_high = None
+        if self.high_net is not None:
+            f_high = self.high_net(self.norm_high(parts.high))
+        return f_low, f_high
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (N, C, H, W) -> (f_L, f_H): the two branches' last feature maps."""
+        return self.forward_branches(self.decompose(x))
+
+    def forward_head(
+        self, feats: tuple[torch.Tensor, torch.Tensor | None]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(f_L, f_H) -> (s_L, s_c), each (N, K); s_c is None without an I_H branch."""
+        f_low, f_high = feats
+        s_low = self.head_low(f_low)
+        s_fused = self.head_fused(f_low, f_high) if self.head_fused is not None else None
+        return s_low, s_fused
+
+    def forward_train(self, x: torch.Tensor, decode: bool = True) -> WAENetOutput:
+        """Everything the losses need: s_L, s_c and the WAE parts (with I' if decode)."""
+        parts = self.decompose(x, decode=decode)
+        s_low, s_fused = self.forward_head(self.forward_branches(parts))
+        return WAENetOutput(s_low, s_fused, parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, H, W) -> the prediction (s_L + s_c) / 2, (N, K)."""
+        s_low, s_fused = self.forward_head(self.forward_features(x))
+        return s_low if s_fused is None else (s_low + s_fused) / 2
+
+    # -- the fixed-statistics normalisation ----------------------------------------------------
+
+    @torch.no_grad()
+    def calibrate_norms(
+        self, images: Iterable[torch.Tensor], max_batches: int | None = None
+    ) -> None:
+        """Estimate FixedNorm's statistics of I_L and I_H from image batches (N, C, H, W),
+        e.g. the training set after stage 1. Items may be (images, labels) pairs."""
+        device = next(self.parameters()).device
+        norms = [n for n in (self.norm_low, self.norm_high) if n is not None]
+        for n in norms:
+            n.reset_stats()
+        was_training = self.training
+        self.eval()
+        for i, batch in enumerate(images):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            parts = self.decompose(x.to(device))
+            self.norm_low.update_stats(parts.low)
+            if self.norm_high is not None:
+                self.norm_high.update_stats(parts.high)
+        self.train(was_training)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(s) for s in v)
+    if len(t) != 2:
+        raise ValueError(f"input_size must be an int or (H, W), got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _check_features(f: Any, name: str) -> None:
+    if not isinstance(f, torch.Tensor) or f.dim() != 4:
+        shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+        raise BackboneError(
+            f"{name} must return a feature map (N, C, h, w), got {shape}. Pass a feature "
+            f"extractor, or a classifier torch.fx can trace."
+        )
+
+
+def _build_decomposer(spec: str | nn.Module, in_chans: int) -> nn.Module:
+    if isinstance(spec, nn.Module):
+        return spec
+    if spec == "wae":
+        return WaveletAutoEncoder(in_chans)
+    if spec == "encoder":
+        return WaveletAutoEncoder(in_chans, decoder=False)
+    if spec == "wavelet":
+        from ..wavelet import WaveletDecomposer
+
+        return WaveletDecomposer(in_chans)
+    raise ValueError(
+        f"decomposer must be 'wae', 'encoder', 'wavelet' or an nn.Module, got {spec!r}"
+    )
+
+
+def _create_wae_net(backbone: str, cfg: dict[str, Any], **kwargs: Any) -> WAENet:
+    """Builder defaults from the registered cfg, overridden by the caller's kwargs."""
+    args = dict(
+        num_classes=cfg["num_classes"], in_chans=cfg["in_chans"], input_size=cfg["input_size"]
+    )
+    args.update(cfg.get("model_args", {}))
+    args.update(kwargs)
+    return WAENet.from_backbone(backbone, **args)
+
+
+# --- registered builders ----------------------------------------------------------------------
+
+_CFG_VGG16 = dict(input_size=224, in_chans=3, num_classes=1000, backbone="vgg16")
+_CFG_R50 = dict(input_size=224, in_chans=3, num_classes=1000, backbone="resnet50")
+_CFG_S28 = dict(
+    input_size=28, in_chans=1, num_classes=10, backbone="small_vgg", model_args={"width": 32}
+)
+_CFG_S32 = dict(
+    input_size=32, in_chans=3, num_classes=10, backbone="small_vgg", model_args={"width": 32}
+)
+
+
+@register_model(kind="wae", **_CFG_VGG16)
+def wae_vgg16(**kwargs: Any) -> WAENet:
+    """WAE + VGG16 with the release's heads (the paper's main model)."""
+    return _create_wae_net("vgg16", dict(_CFG_VGG16, model_args={"head": "vgg"}), **kwargs)
+
+
+@register_model(kind="wae", **_CFG_R50)
+def wae_resnet50(**kwargs: Any) -> WAENet:
+    """WAE + ResNet-50 (paper, Table 5), linear heads."""
+    return _create_wae_net("resnet50", _CFG_R50, **kwargs)
+
+
+@register_model(kind="wae", **_CFG_S28)
+def wae_small_vgg_28(**kwargs: Any) -> WAENet:
+    """WAE + SmallVGG for 28x28 grey images (Fashion-MNIST)."""
+    return _create_wae_net("small_vgg", _CFG_S28, **kwargs)
+
+
+@register_model(kind="wae", **_CFG_S32)
+def wae_small_vgg_32(**kwargs: Any) -> WAENet:
+    """WAE + SmallVGG for 32x32 colour images (CIFAR)."""
+    return _create_wae_net("small_vgg", _CFG_S32, **kwargs)
