@@ -165,10 +165,11 @@ class FixedNorm(nn.Module):
     use_global_stats). It matters: the transform loss shrinks I_H's energy by orders of
     magnitude, so without it the I_H branch would see almost nothing. Statistics are
     estimated with `update_stats` (e.g. after stage 1) and otherwise never change, in
-    training or in eval. Before any calibration it is the identity.
+    training or in eval. Before any calibration it is the identity. `eps` is far below the
+    usual 1e-5 because I_H's variance itself can be ~1e-5 after stage 1.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_channels: int, eps: float = 1e-8) -> None:
         super().__init__()
         self.eps = eps
         self.register_buffer("mean", torch.zeros(num_channels))

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `wae --help` lists them.
-_COMMANDS = ["profile"]
+_COMMANDS = ["train", "eval", "profile"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,10 +166,10 @@ def build_features(model: nn.Module, in_chans: int = 3) -> FeatureExtractor:
     from .small_vgg import SmallVGG
 
     if hasattr(model, "forward_features") and callable(model.forward_features):
-        if hasattr(model, "reset_classifier"):
-            model.reset_classifier(0)  # drop the unused classifier's parameters
         family = "small_vgg" if isinstance(model, SmallVGG) else "generic"
-        return FeatureExtractor(model, "forward_features", family)
+        fe = FeatureExtractor(model, "forward_features", family)
+        _drop_unused(model, fe, in_chans)
+        return fe
     if isinstance(model, VGG):
         return FeatureExtractor(model.features, family="vgg")
     if isinstance(model, AlexNet):
@@ -192,6 +192,33 @@ def build_features(model: nn.Module, in_chans: int = 3) -> FeatureExtractor:
     return FeatureExtractor(_cut_before_pooling(model, probe))
 
 
+def _drop_unused(model: nn.Module, fe: nn.Module, in_chans: int) -> None:
+    """Replace the modules `fe` never calls (classifier, timm's post-pooling conv_head) by
+    Identity: dead weights would bloat checkpoints and break DDP's gradient reduction."""
+    called: set[int] = set()
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o: called.add(id(mod))) for m in model.modules()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            fe(torch.zeros(1, in_chans, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    dropped: list[str] = []
+    for name, m in list(model.named_modules()):
+        if not name or any(name.startswith(d + ".") for d in dropped):
+            continue
+        if id(m) not in called and any(True for _ in m.parameters()):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, nn.Identity())
+            dropped.append(name)
+
+
 def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
     """Trace `model` and keep its graph up to the last 4-D activation with spatial size > 1."""
     from torch.fx.passes.shape_prop import ShapeProp
@@ -210,7 +237,8 @@ def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
     last = None
     for node in gm.graph.nodes:
         shape = getattr(node.meta.get("tensor_meta"), "shape", None)
-        if node.op != "output" and shape is not None and len(shape) == 4 and max(shape[2:]) > 1:
+        is_op = node.op not in ("placeholder", "output")
+        if is_op and shape is not None and len(shape) == 4 and max(shape[2:]) > 1:
             last = node
     if last is None:
         raise BackboneError(
@@ -234,28 +262,63 @@ def _reinit(module: nn.Module) -> None:
             m.reset_parameters()
 
 
+_SLIMMABLE = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.Dropout,
+    nn.Identity,
+)
+
+
+def _slim_sequential(seq: nn.Sequential, in_chans: int, divisor: int) -> nn.Sequential | None:
+    """Rebuild a plain conv stack (VGG's or AlexNet's `features`) with channels / divisor,
+    or None if it holds anything but ungrouped convs, BN, activations, pooling, dropout."""
+    if not all(isinstance(m, _SLIMMABLE) for m in seq):
+        return None
+    if any(isinstance(m, nn.Conv2d) and (m.groups != 1 or m.out_channels % divisor) for m in seq):
+        return None
+    layers: list[nn.Module] = []
+    ch = in_chans
+    for m in seq:
+        if isinstance(m, nn.Conv2d):
+            out = m.out_channels // divisor
+            layers.append(
+                nn.Conv2d(
+                    ch,
+                    out,
+                    m.kernel_size,
+                    m.stride,
+                    m.padding,
+                    m.dilation,
+                    bias=m.bias is not None,
+                    padding_mode=m.padding_mode,
+                )
+            )
+            ch = out
+        elif isinstance(m, nn.BatchNorm2d):
+            layers.append(nn.BatchNorm2d(ch, m.eps, m.momentum, m.affine, m.track_running_stats))
+        else:
+            layers.append(copy.deepcopy(m))
+    return nn.Sequential(*layers)
+
+
 def _native_quarter_width(features: nn.Module, in_chans: int, divisor: int) -> nn.Module | None:
-    """The slim twin built from the family's own width setting, or None if it has none."""
+    """The slim twin built directly (a width setting, or a plain conv stack rebuilt), or None."""
     family = getattr(features, "family", "generic")
     if family == "small_vgg":
         return FeatureExtractor(
             features.body.slim_copy(divisor, in_chans), "forward_features", family
         )
-    if family == "vgg":
-        from torchvision.models.vgg import make_layers
-
-        convs = [m for m in features.body if isinstance(m, nn.Conv2d)]
-        cfg: list[str | int] = [
-            "M" if isinstance(m, nn.MaxPool2d) else m.out_channels // divisor
-            for m in features.body
-            if isinstance(m, (nn.Conv2d, nn.MaxPool2d))
-        ]
-        batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in features.body)
-        if any(c.out_channels % divisor for c in convs):
-            return None
-        body = make_layers(cfg, batch_norm=batch_norm)
-        set_in_chans(body, in_chans)
-        return FeatureExtractor(body, family=family)
+    body = getattr(features, "body", None)
+    if isinstance(body, nn.Sequential) and getattr(features, "method", "") == "forward":
+        slim = _slim_sequential(body, in_chans, divisor)
+        if slim is not None:
+            return FeatureExtractor(slim, family=family)
     return None
 
 
@@ -265,21 +328,31 @@ def quarter_width(
     """A freshly initialised copy of `features` with every conv's channel count / `divisor`,
     taking `in_chans` input channels.
 
-    Built natively where the family has a width setting (torchvision VGG, SmallVGG);
-    otherwise the copy is slimmed uniformly with Torch-Pruning (ratio 1 - 1/divisor on every
-    prunable layer, the input channels excepted).
+    Built directly where possible (SmallVGG's width setting; plain conv stacks such as
+    VGG's and AlexNet's `features`, rebuilt layer by layer); otherwise the copy is slimmed
+    uniformly with Torch-Pruning (ratio 1 - 1/divisor on every prunable layer, the input
+    channels excepted).
     """
     native = _native_quarter_width(features, in_chans, divisor)
     if native is not None:
         return native
     import torch_pruning as tp
 
-    slim = copy.deepcopy(features).cpu().float()
+    slim = copy.deepcopy(features)
     slim.eval()
     first = next((m for m in slim.modules() if isinstance(m, nn.Conv2d)), None)
-    example = torch.zeros(1, first.in_channels if first else in_chans, probe_size, probe_size)
+    device = first.weight.device if first is not None else torch.device("cpu")
+    on_meta = device.type == "meta"
+    if on_meta:  # Torch-Pruning needs real tensors; the copy is re-initialised anyway
+        slim, device = slim.to_empty(device="cpu"), torch.device("cpu")
+    example = torch.zeros(
+        1, first.in_channels if first else in_chans, probe_size, probe_size, device=device
+    )
     try:
-        with warnings.catch_warnings():
+        with torch.no_grad():
+            full_chans = slim(example).shape[1]
+        # The explicit device also overrides a caller's `with torch.device("meta")`.
+        with warnings.catch_warnings(), torch.device(device):
             warnings.simplefilter("ignore")  # Torch-Pruning is chatty about unwrapped params
             pruner = tp.pruner.MetaPruner(
                 slim,
@@ -289,14 +362,20 @@ def quarter_width(
             )
             pruner.step()
         with torch.no_grad():
-            slim(example)
+            slim_chans = slim(example).shape[1]
     except Exception as e:
         raise BackboneError(
             f"Could not build the quarter-width I_H branch of {type(features).__name__} with "
             f"Torch-Pruning ({type(e).__name__}: {e}). Build it yourself and pass it as "
             f"WAENet(..., high_net=<module>), a network taking I_H and returning a feature map."
         ) from e
+    if slim_chans * divisor > full_chans + divisor:
+        raise BackboneError(
+            f"Torch-Pruning could not slim {type(features).__name__} (its output keeps "
+            f"{slim_chans} of {full_chans} channels). Build the quarter-width "
+            f"branch yourself and pass it as WAENet(..., high_net=<module>)."
+        )
     _reinit(slim)
     set_in_chans(slim, in_chans)
     slim.train()
-    return slim
+    return slim.to("meta") if on_meta else slim

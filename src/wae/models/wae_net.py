@@ -147,13 +147,20 @@ class WAENet(nn.Module):
         # Probe the feature shapes at the working resolution (I_L is half the input size).
         half = tuple(math.ceil(s / 2) for s in self.input_size)
         was_training = self.training
-        with torch.no_grad():
-            low_net.eval()
-            f_low = low_net(torch.zeros(1, low_chans, *half))
-            f_high = None
-            if high_net is not None:
-                high_net.eval()
-                f_high = high_net(torch.zeros(1, high_chans, *half))
+        try:
+            with torch.no_grad():
+                low_net.eval()
+                f_low = low_net(torch.zeros(1, low_chans, *half))
+                f_high = None
+                if high_net is not None:
+                    high_net.eval()
+                    f_high = high_net(torch.zeros(1, high_chans, *half))
+        except RuntimeError as e:
+            raise BackboneError(
+                f"The backbone cannot run on the half-resolution sub-images: for input_size "
+                f"{self.input_size} they are {half[0]}x{half[1]} ({str(e).splitlines()[0]}). "
+                f"Use a larger input_size, or a backbone that downsamples less."
+            ) from e
         self.train(was_training)
         _check_features(f_low, "low_net")
         self.low_features = f_low.shape[1]

@@ -1,0 +1,247 @@
+"""The output directory of a run: its layout, what is already there, and what may be replaced.
+
+Layout (everything a run writes; nothing else in the directory is ever touched)::
+
+    OUT/config.json                 resolved config + fingerprint of the run
+    OUT/metrics.csv                 one row per epoch (rebuilt from the saved history)
+    OUT/checkpoints/latest.json     points at the newest complete per-epoch checkpoint
+    OUT/checkpoints/stage2-epoch0003/   weights + model.json + train_state.{safetensors,json}
+    OUT/stage1/, OUT/stage2/, ...   the model at the end of each stage (the next stage's start)
+    OUT/final/                      the model at the end of the last stage (for `wae eval`)
+    OUT/results.json                per-stage validation + final evaluation + config
+    OUT/tb/                         TensorBoard logs (optional)
+
+Rules (checked identically on every rank, before anything is written):
+
+* nothing of ours in OUT: start;
+* ``resume``: OUT's config must have the same fingerprint (the differing keys are listed
+  otherwise); the run continues from its newest checkpoint; a run already complete is left as
+  it is;
+* ``overwrite``: the files of ours that the new run would replace are *moved* into
+  ``OUT/replaced-<timestamp>/`` (never deleted; other files stay where they are);
+* neither: allowed only when nothing at or after the first stage to run exists yet and the
+  previous stage's checkpoint matches the config (running stages one at a time with
+  ``--stage``); otherwise refused with a message saying what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, config_diff, fingerprint, stage_fingerprint
+
+__all__ = ["RunDirError", "RunPlan", "inspect", "move_aside", "plan_run"]
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+RESULTS = "results.json"
+CKPTS = "checkpoints"
+LATEST = "latest.json"
+FINAL = "final"
+TB = "tb"
+_STAGE_RE = re.compile(r"^stage(\d+)$")
+
+
+class RunDirError(ConfigError):
+    """An output directory that cannot be used as asked (another run, nothing to resume...)."""
+
+
+@dataclass
+class RunDirState:
+    """What a previous run left in OUT."""
+
+    config: dict[str, Any] | None = None  # config.json's "config"
+    latest: dict[str, Any] | None = None  # checkpoints/latest.json
+    stages: dict[int, dict[str, Any]] = field(default_factory=dict)  # stage -> model.json meta
+    ours: list[str] = field(default_factory=list)  # our top-level names present
+
+    @property
+    def empty(self) -> bool:
+        return not self.ours
+
+
+@dataclass
+class RunPlan:
+    """What to do: which stage to start at, from which checkpoint, what to move aside."""
+
+    first: int  # first stage to run (1-based)
+    last: int  # last stage to run
+    start_stage: int  # the stage where work starts (> last: nothing left to do)
+    resume_dir: Path | None = None  # per-epoch checkpoint to continue start_stage from
+    init_from: Path | None = None  # stage dir whose weights start start_stage (None: fresh)
+    move: list[str] = field(default_factory=list)  # our names to move into replaced-<ts>/
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def inspect(out: Path) -> RunDirState:
+    """Read what a previous run left in `out` (read-only)."""
+    st = RunDirState()
+    if not out.is_dir():
+        return st
+    for p in out.iterdir():
+        if p.name in (CONFIG, METRICS, RESULTS, CKPTS, FINAL, TB) or _STAGE_RE.match(p.name):
+            st.ours.append(p.name)
+    st.ours.sort()
+    doc = _read_json(out / CONFIG)
+    st.config = doc.get("config") if doc else None
+    st.latest = _read_json(out / CKPTS / LATEST)
+    for name in st.ours:
+        m = _STAGE_RE.match(name)
+        if m:
+            meta = _read_json(out / name / "model.json")
+            if meta and "meta" in meta:  # model.json is written last: its presence = complete
+                st.stages[int(m.group(1))] = meta["meta"]
+    return st
+
+
+def _describe(st: RunDirState, n_stages: int) -> str:
+    done = sorted(k for k in st.stages)
+    parts = []
+    if done:
+        parts.append(f"finished stage(s) {', '.join(map(str, done))} of {n_stages}")
+    if st.latest:
+        parts.append(
+            f"a checkpoint after stage {st.latest.get('stage')} epoch {st.latest.get('epoch')}"
+        )
+    if not parts:
+        parts.append(f"files of a run ({', '.join(st.ours)})")
+    return " and ".join(parts)
+
+
+def _matches(st: RunDirState, cfg_dict: dict[str, Any], k: int) -> bool:
+    meta = st.stages.get(k)
+    return bool(meta) and meta.get("stage_fingerprint") == stage_fingerprint(cfg_dict, k)
+
+
+def plan_run(
+    out: Path,
+    cfg_dict: dict[str, Any],
+    *,
+    first: int,
+    last: int,
+    resume: bool,
+    overwrite: bool,
+    has_init: bool,
+) -> RunPlan:
+    """Decide what to do in `out` (see the module docstring); raises RunDirError if refused."""
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite contradict each other: pass one of them.")
+    st = inspect(out)
+    n = len(cfg_dict["stages"])
+    fp = fingerprint(cfg_dict)
+    plan = RunPlan(first=first, last=last, start_stage=first)
+    later = [k for k in st.stages if k >= first]
+    latest_stage = int(st.latest["stage"]) if st.latest else None
+
+    def predecessor(k: int) -> Path | None:
+        """The weights stage k starts from (None: fresh init or model.init)."""
+        if k == 1:
+            return None
+        if _matches(st, cfg_dict, k - 1):
+            return out / f"stage{k - 1}"
+        if k == first and has_init and not st.stages.get(k - 1):
+            return None  # model.init provides the start
+        why = (
+            "its checkpoint comes from a different config"
+            if st.stages.get(k - 1)
+            else "it is not in " + str(out)
+        )
+        raise RunDirError(
+            f"Stage {k} starts from the end of stage {k - 1}, but {why}. Run stage {k - 1} "
+            f"first (wae train ... --stage {k - 1}), run all stages, or set model.init to a "
+            f"checkpoint to start from."
+        )
+
+    if st.empty:
+        if resume:
+            plan.notes.append(f"Nothing to resume in {out}; starting a new run.")
+        plan.init_from = predecessor(first)
+        return plan
+
+    if resume:
+        saved_fp = fingerprint(st.config) if st.config else None
+        ckpt_fp = st.latest.get("fingerprint") if st.latest else None
+        checks = (("config.json", saved_fp, st.config), ("checkpoint", ckpt_fp, None))
+        for label, old_fp, old in checks:
+            if old_fp is not None and old_fp != fp:
+                diff = config_diff(old, cfg_dict) if old is not None else []
+                detail = f": {'; '.join(diff[:8])}" if diff else ""
+                raise RunDirError(
+                    f"Cannot resume: the run in {out} (its {label}) was made with a different "
+                    f"config{detail}. Resume with the original config (and --set values), or "
+                    f"start over with --overwrite (the old files are moved to "
+                    f"{out}/replaced-<time>/)."
+                )
+        k = first
+        while k <= last and _matches(st, cfg_dict, k):
+            k += 1
+        plan.start_stage = k
+        if k > last:
+            plan.notes.append(f"Stage(s) {first}..{last} are already complete in {out}.")
+            return plan
+        if latest_stage == k and st.latest.get("stage_fingerprint") == stage_fingerprint(
+            cfg_dict, k
+        ):
+            plan.resume_dir = out / CKPTS / str(st.latest["dir"])
+        else:
+            plan.init_from = predecessor(k)
+        return plan
+
+    replaced = set(later) | ({latest_stage} if latest_stage and latest_stage >= first else set())
+    final_there = any(x in st.ours for x in (FINAL, RESULTS))
+    conflict = bool(replaced) or (final_there and last == n) or first == 1
+    if not conflict and st.config is not None and fingerprint(st.config) != fp:
+        # Starting a later stage under a changed config: the old config.json is kept aside.
+        plan.move.append(CONFIG)
+        plan.notes.append(
+            f"The config differs from the one in {out}/config.json (kept in replaced-<time>/): "
+            + "; ".join(config_diff(st.config, cfg_dict)[:8])
+        )
+    if conflict and not overwrite:
+        what = _describe(st, n)
+        raise RunDirError(
+            f"{out} already holds a run ({what}). Pass --resume to continue it, --overwrite to "
+            f"start {'over' if first == 1 else f'again from stage {first}'} (the files it "
+            f"replaces are moved to {out}/replaced-<time>/, nothing is deleted), or choose "
+            f"another output directory."
+        )
+    plan.init_from = predecessor(first)
+    if conflict:  # overwrite
+        if first == 1:
+            plan.move = list(st.ours)
+        else:
+            plan.move = sorted(
+                {f"stage{k}" for k in st.stages if k >= first}
+                | {x for x in (CKPTS, FINAL, RESULTS, METRICS, TB, CONFIG) if x in st.ours}
+            )
+    return plan
+
+
+def move_aside(out: Path, names: list[str]) -> Path | None:
+    """Move our files `names` from `out` into a fresh ``out/replaced-<timestamp>/``."""
+    names = [n for n in names if (out / n).exists()]
+    if not names:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = out / f"replaced-{stamp}"
+    i = 1
+    while dest.exists():
+        dest = out / f"replaced-{stamp}-{i}"
+        i += 1
+    dest.mkdir(parents=True)
+    for name in names:
+        shutil.move(str(out / name), str(dest / name))
+    return dest
