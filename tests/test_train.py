@@ -252,6 +252,11 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(full_run, tmp_path):
     before = tree_digest(out)
     again = run_training(tiny_config(), out, resume=True)
     assert again["test"] == res["test"] and tree_digest(out) == before
+    # Killed after the last stage but before final/ and results.json: resume finishes them.
+    shutil.rmtree(out / "final")
+    (out / "results.json").unlink()
+    again = run_training(tiny_config(), out, resume=True)
+    assert again["test"] == res["test"] and tree_digest(out) == before
 
 
 def test_max_epochs_this_run_then_resume(baseline_run, tmp_path):
@@ -265,6 +270,32 @@ def test_max_epochs_this_run_then_resume(baseline_run, tmp_path):
     assert res["complete"]
     assert same(weights(out / "final"), weights(baseline_run[0] / "final"))
     assert res["test"] == baseline_run[1]["test"]
+
+
+def test_overwrite_from_a_later_stage_keeps_the_earlier_ones(full_run, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(full_run[0], out)
+    cfg = tiny_config()
+    cfg["stages"][1]["lr"] = 0.07  # retune stage 2 only: stage 1's result still applies
+    run_training(cfg, out, stages=2, overwrite=True)
+    assert same(weights(out / "stage1"), weights(full_run[0] / "stage1"))
+    assert not same(weights(out / "stage2"), weights(full_run[0] / "stage2"))
+    (aside,) = [p for p in out.iterdir() if p.name.startswith("replaced-")]
+    assert {p.name for p in aside.iterdir()} == {
+        "checkpoints",
+        "config.json",
+        "final",
+        "metrics.csv",
+        "results.json",
+        "stage2",
+        "stage3",
+    }
+    assert [(r["stage"], r["epoch"]) for r in metrics_rows(out)] == [
+        ("1", "1"),
+        ("2", "1"),
+        ("2", "2"),
+    ]
+    assert json.loads((out / "config.json").read_text())["config"]["stages"][1]["lr"] == 0.07
 
 
 def test_resume_with_a_different_config_is_refused(full_run, tmp_path):

@@ -493,9 +493,14 @@ class _Trainer:
         self._runtime_setup()
         self._build_data()
         self._build_model()
-        if plan.start_stage > last:  # nothing left
+        if plan.start_stage > last:  # nothing left to train
             for note in plan.notes:
                 self.log(note)
+            if last == self.n_stages and not (self.out / rundir.RESULTS).exists():
+                # Killed after the last stage ended but before final/ and results.json.
+                self._load_weights(self.out / f"stage{last}", "last stage's checkpoint")
+                self._restore_history(rundir.RunPlan(first, last, last + 1), None)
+                return self._finish(last)
             return self._existing_results()
 
         # Starting point (read before anything is written: a bad checkpoint changes nothing).
