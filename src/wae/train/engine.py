@@ -542,16 +542,15 @@ class _Trainer:
         return self._finish(last)
 
     def _restore_history(self, plan: rundir.RunPlan, resume_state: Any) -> None:
-        if resume_state is not None:
-            self.history = list(resume_state[1]["history"])
-            return
+        """Metrics rows and stage results of the stages before the one that starts now."""
         rows = []
+        done = rundir.inspect(self.out).stages
         for j in range(1, plan.start_stage):
-            meta = rundir.inspect(self.out).stages.get(j)
-            if meta:
-                rows += meta.get("history", [])
-                self.stage_results[str(j)] = meta.get("result")
-        self.history = rows
+            if j in done:
+                rows += done[j].get("history", [])
+                self.stage_results[str(j)] = done[j].get("result")
+        # A per-epoch checkpoint holds the whole history up to its epoch.
+        self.history = list(resume_state[1]["history"]) if resume_state is not None else rows
 
     def _existing_results(self) -> dict[str, Any]:
         doc = rundir._read_json(self.out / rundir.RESULTS)
