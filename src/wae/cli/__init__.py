@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `wae --help` lists them.
-_COMMANDS = ["train", "eval", "profile"]
+_COMMANDS = ["demo", "train", "eval", "profile", "export", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

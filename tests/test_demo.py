@@ -1,0 +1,52 @@
+"""`wae demo --quick`: the whole main job on a sliver of Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from wae.cli import main
+from wae.data import DEFAULT_FASHION_MNIST_DIR
+
+pytestmark = pytest.mark.skipif(
+    not Path(DEFAULT_FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST is not installed"
+)
+
+
+@pytest.fixture()
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_demo_quick_writes_the_results_contract(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--output", str(out), "--latency-batch", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "QUICK" in printed and "speed-up" in printed and str(out) in printed
+    doc = json.loads((out / "results.json").read_text())
+    for key in ("wae", "baseline"):
+        assert 0 <= doc[key]["top1"] <= doc[key]["top5"] <= 100
+        assert doc[key]["macs"] > 0 and doc[key]["latency_ms"] > 0
+    assert doc["speedup"] == pytest.approx(doc["baseline"]["latency_ms"] / doc["wae"]["latency_ms"])
+    assert doc["mac_ratio"] == pytest.approx(doc["baseline"]["macs"] / doc["wae"]["macs"])
+    assert (out / "decomposition.png").stat().st_size > 1000
+    assert (out / "wae" / "final" / "model.safetensors").is_file()
+    # A second run reuses both finished runs instead of training again.
+    mtime = (out / "wae" / "final" / "model.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--quick", "--output", str(out), "--latency-batch", "8"]) == 0
+    assert (out / "wae" / "final" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_demo_without_recipes_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--output", str(tmp_path), "--recipes", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
