@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `wae --help` lists them.
-_COMMANDS = ["demo", "train", "eval", "profile", "export", "bench"]
+_COMMANDS = ["demo", "train", "eval", "profile", "export", "bench", "reproduce"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,154 @@
+"""`wae reproduce`: the paper's comparison on one dataset, end to end.
+
+    wae reproduce --dataset fashion-mnist --quick            # smoke test, a few minutes
+    wae reproduce --dataset fashion-mnist                    # the full run (~1 h on 2 cores)
+    wae reproduce --dataset fashion-mnist --plan             # print the plan, train nothing
+    wae reproduce --dataset /data/faces --set data.input_size=32 model.name=wae_small_vgg_32
+
+Trains what is missing, reuses what is already trained (OUT/runs/<method>/seed<s>), and
+writes OUT/report.md, OUT/results.json, OUT/config.json and OUT/figures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_EPILOG = """\
+methods: full resolution, I_R (half-size input), Wavelet+CNN, cA alone, Decomposition+CNN,
+WAE without stage 3 (the WAE run's stage-2 checkpoint), WAE, I_L alone (WAE from stage 1,
+frozen), Taylor pruning of the full network to about the WAE's MACs. ThiNet is not run (see
+the report).
+
+budget: every classifier trains for the WAE recipe's stage 2 + stage 3 epochs; without
+--subset (and no data.subset in the recipe) the training subset is the largest that the time
+estimate fits into --budget-minutes. --set KEY=VALUE applies to the WAE recipe, from which
+every method takes its data, evaluation and backbone; the baseline recipe contributes only its
+training stage.
+
+reuse: a method whose run directory holds a run of the same config is reused (a partial run
+continues). A run of a different config (the recipe changed) is refused before anything
+trains, unless --retrain-changed (its old files are moved to replaced-<time>/, not deleted).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce the paper's comparison (train, measure, report)",
+        description="Reproduce the paper's tables on one dataset: train or reuse every method, "
+        "measure accuracy, noise robustness, MACs and CPU latency, and write a report with "
+        "the paper's numbers beside ours and a verdict per claim.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help="fashion-mnist (default) or an ImageFolder path",
+    )
+    p.add_argument("--data-dir", default=None, help="where the dataset lives")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="output directory (default: runs/reproduce-<dataset>[-quick])",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: tiny subset, one epoch per stage, width 8 (numbers meaningless)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds to train each method with (default: 0 1; quick: 0)",
+    )
+    p.add_argument(
+        "--subset",
+        default=None,
+        help="training subset size, or 'all' (default: the recipe's, else fitted to the budget)",
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=50.0,
+        help="time the automatic subset is fitted to (default 50)",
+    )
+    p.add_argument("--recipe", default=None, help="WAE recipe (default recipes/fashion_mnist.toml)")
+    p.add_argument(
+        "--baseline-recipe",
+        default=None,
+        help="baseline recipe (default recipes/fashion_mnist_baseline.toml)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override values of the WAE recipe (as wae train --set)",
+    )
+    p.add_argument(
+        "--retrain-changed",
+        action="store_true",
+        help="retrain runs whose config changed (old files moved aside)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for training and timing (default 1: on a shared 2-core "
+        "machine one thread is faster than two, and the time estimate assumes it)",
+    )
+    p.add_argument("--no-latency", action="store_true", help="count MACs but do not time")
+    p.add_argument("--plan", action="store_true", help="print the plan and exit")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..reproduce import ReproduceError, ReproduceOptions, run_reproduce
+
+    subset: int | str | None = None
+    if args.subset is not None:
+        if args.subset == "all":
+            subset = "all"
+        else:
+            try:
+                subset = int(args.subset)
+            except ValueError:
+                raise ReproduceError(
+                    f"--subset takes a number of images or 'all', got {args.subset!r}."
+                ) from None
+            if subset < 1:
+                raise ReproduceError(f"--subset must be positive, got {subset}.")
+    output = args.output
+    if output is None:
+        name = Path(str(args.dataset)).name or "data"
+        output = f"runs/reproduce-{name}" + ("-quick" if args.quick else "")
+    opts = ReproduceOptions(
+        output=output,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        quick=args.quick,
+        seeds=args.seeds,
+        subset=subset,
+        recipe=args.recipe,
+        baseline_recipe=args.baseline_recipe,
+        overrides=list(args.overrides),
+        retrain_changed=args.retrain_changed,
+        threads=args.threads,
+        budget_minutes=args.budget_minutes,
+        plan_only=args.plan,
+        verbose=not args.quiet,
+        latency=not args.no_latency,
+    )
+    run_reproduce(opts)
+    if not args.plan:
+        print(f"report: {Path(output) / 'report.md'}")
+    return 0

@@ -1,0 +1,390 @@
+"""The methods of the paper's comparison, as training configs derived from the two recipes.
+
+Every method is built from the WAE recipe (``recipes/fashion_mnist.toml``) and the baseline
+recipe (``recipes/fashion_mnist_baseline.toml``), read at run time:
+
+* the WAE recipe gives the data, the evaluation, the runtime, the seed, the backbone width and
+  its three stages (WAE alone, classifier on the frozen WAE, joint fine-tuning);
+* the baseline recipe gives only its single classification stage (optimiser, lr, schedule) for
+  the plain networks, so data and backbone are identical for every method by construction.
+
+The budget ("same budget" for every method): each classifier is trained for the WAE's total
+classifier epochs, E_c = epochs(stage 2) + epochs(stage 3). The WAE additionally has its
+stage 1 (auto-encoder alone, no classifier); the pruned network is fine-tuned for stage 3's
+epochs, as the paper's pruning peers fine-tune a trained network.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import WAEError
+from ..models import is_model, model_cfg
+from ..train.config import TrainConfig, config_to_dict, load_config
+
+__all__ = [
+    "METHODS",
+    "METHOD_KEYS",
+    "Method",
+    "Plan",
+    "ReproduceError",
+    "classifier_epochs",
+    "derive_configs",
+    "estimate_seconds",
+    "auto_subset",
+    "plain_names",
+    "short_hash",
+    "split_stages",
+]
+
+# Keys of the WAE builder that a plain network does not take.
+_WAE_ONLY_KWARGS = ("decomposer", "use_high", "head", "high_net")
+
+
+class ReproduceError(WAEError, ValueError):
+    """The reproduction cannot be set up as asked (recipes, budget, run directories)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison.
+
+    key: run-directory name and results key; label: how the report names it; paper: the
+    paper's name for the row; trained: "engine" (its own run), "derived" (a checkpoint of
+    another method's run, e.g. WAE's stage 2).
+    """
+
+    key: str
+    label: str
+    paper: str
+    trained: str = "engine"
+    needs: tuple[str, ...] = ()  # methods whose checkpoints this one starts from
+
+
+METHODS: tuple[Method, ...] = (
+    Method("full", "Full resolution", "VGG16 (224)"),
+    Method("half", "I_R (half-size input)", "VGG16 (112), I_R"),
+    Method("wavelet", "Wavelet+CNN", "Wavelet+CNN"),
+    Method("ca", "cA alone", "cA"),
+    Method("encoder", "Decomposition+CNN", "Decomposition+CNN"),
+    Method("wae_noft", "WAE w/o stage 3", "WAE w/o FT", trained="derived", needs=("wae",)),
+    Method("wae", "WAE", "WAE (ours)"),
+    Method("il", "I_L alone", "I_L", needs=("wae",)),
+    Method("taylor", "Taylor pruning", "Taylor-1 / Taylor-2", needs=("full", "wae")),
+)
+METHOD_KEYS = tuple(m.key for m in METHODS)
+
+
+def short_hash(obj: Any) -> str:
+    """A 10-hex-digit hash of JSON-able data (names init checkpoints by what made them)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes -> per-method configs
+# --------------------------------------------------------------------------------------------
+
+
+def split_stages(wae_dict: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    """The WAE recipe's (transform-only, classifier, joint) stages; a clear error otherwise."""
+    stages = wae_dict["stages"]
+    ok = len(stages) == 3
+    if ok:
+        s1, s2, s3 = stages
+        ok = (
+            s1["losses"].get("classification", 0) == 0
+            and s2["losses"].get("classification", 0) > 0
+            and s2["losses"].get("transform", 0) == 0
+            and s3["losses"].get("classification", 0) > 0
+        )
+    if not ok:
+        raise ReproduceError(
+            "The WAE recipe must have the paper's three stages in order: the WAE alone "
+            "(transform loss only), the classifier (classification loss only), then joint "
+            "fine-tuning (classification + transform). See recipes/fashion_mnist.toml."
+        )
+    return copy.deepcopy(stages[0]), copy.deepcopy(stages[1]), copy.deepcopy(stages[2])
+
+
+def classifier_epochs(wae_dict: Mapping[str, Any]) -> int:
+    """E_c: the WAE's classifier epochs (stage 2 + stage 3), every classifier's budget."""
+    _, s2, s3 = split_stages(wae_dict)
+    return int(s2["epochs"]) + int(s3["epochs"])
+
+
+def plain_names(wae_model: str) -> tuple[str, str]:
+    """The registered full- and half-resolution baselines of a WAE model name:
+    ``wae_small_vgg_28`` -> (``small_vgg_28_full``, ``small_vgg_28_half``)."""
+    base = wae_model.removeprefix("wae_")
+    full, half = f"{base}_full", f"{base}_half"
+    if not (is_model(full) and is_model(half)):
+        raise ReproduceError(
+            f"No registered plain baselines {full!r} / {half!r} for the WAE model "
+            f"{wae_model!r}: the comparison needs the same backbone at full and half "
+            f"resolution. Use a recipe whose model has them (e.g. wae_small_vgg_28)."
+        )
+    return full, half
+
+
+def _with_epochs(stage: dict, epochs: int, quick: bool) -> dict:
+    stage = copy.deepcopy(stage)
+    stage["epochs"] = 1 if quick else int(epochs)
+    sch = stage.setdefault("schedule", {})
+    if sch.get("warmup_epochs", 0) >= stage["epochs"]:
+        sch["warmup_epochs"] = 0  # a warm-up as long as the stage would be refused
+    return stage
+
+
+def _classifier_stage(s2: dict, epochs: int, quick: bool, freeze: Sequence[str]) -> dict:
+    st = _with_epochs(s2, epochs, quick)
+    st["freeze"] = list(freeze)
+    st["calibrate_norms"] = True
+    st["losses"] = {"classification": 1.0}
+    return st
+
+
+def derive_configs(
+    wae_cfg: TrainConfig,
+    base_cfg: TrainConfig,
+    *,
+    seed: int,
+    quick: bool = False,
+    il_init: str | None = None,
+    taylor_model: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Plain config dicts (ready for ``run_training``) of every engine-trained method.
+
+    ``il_init`` is the checkpoint holding the WAE's stage-1 weights for I_L alone;
+    ``taylor_model`` is ``{"name", "kwargs", "init"}`` of the pruned network. A method whose
+    input is not given yet is left out. ``quick`` sets every stage to one epoch.
+    """
+    w = config_to_dict(wae_cfg)
+    b = config_to_dict(base_cfg)
+    s1, s2, s3 = split_stages(w)
+    if len(b["stages"]) != 1 or b["stages"][0]["losses"].get("transform", 0) > 0:
+        raise ReproduceError(
+            "The baseline recipe must have one classification stage (see "
+            "recipes/fashion_mnist_baseline.toml)."
+        )
+    e_c = int(s2["epochs"]) + int(s3["epochs"])
+    wae_name = w["model"]["name"]
+    wkw = dict(w["model"]["kwargs"])
+    for k in ("decomposer", "use_high"):
+        if k in wkw:
+            raise ReproduceError(
+                f"The WAE recipe sets model.kwargs.{k}; the reproduction sets it per method. "
+                f"Remove it from the recipe."
+            )
+    full_name, half_name = plain_names(wae_name)
+    plain_kw = {k: v for k, v in wkw.items() if k not in _WAE_ONLY_KWARGS}
+
+    def cfg(name: str, model: dict, stages: list[dict], data: dict | None = None) -> dict:
+        return {
+            "name": f"reproduce-{name}",
+            "seed": seed,
+            "model": model,
+            "data": copy.deepcopy(data or w["data"]),
+            "eval": copy.deepcopy(w["eval"]),
+            "runtime": copy.deepcopy(w["runtime"]),
+            "stages": stages,
+        }
+
+    base_stage = _with_epochs(b["stages"][0], e_c, quick)
+    wae_stages = [_with_epochs(s, s["epochs"], quick) for s in (s1, s2, s3)]
+    out: dict[str, dict[str, Any]] = {
+        "full": cfg("full", {"name": full_name, "kwargs": plain_kw}, [base_stage]),
+        "half": cfg("half", {"name": half_name, "kwargs": plain_kw}, [copy.deepcopy(base_stage)]),
+        "wavelet": cfg(
+            "wavelet",
+            {"name": wae_name, "kwargs": {**wkw, "decomposer": "wavelet"}},
+            [_classifier_stage(s2, e_c, quick, [])],
+        ),
+        "ca": cfg(
+            "ca",
+            {"name": wae_name, "kwargs": {**wkw, "decomposer": "wavelet", "use_high": False}},
+            [_classifier_stage(s2, e_c, quick, [])],
+        ),
+        # Decomposition+CNN: the encoder learns with the classifier (nothing frozen).
+        "encoder": cfg(
+            "encoder",
+            {"name": wae_name, "kwargs": {**wkw, "decomposer": "encoder"}},
+            [_classifier_stage(s2, e_c, quick, [])],
+        ),
+        "wae": cfg("wae", {"name": wae_name, "kwargs": wkw}, wae_stages),
+    }
+    if il_init is not None:
+        out["il"] = cfg(
+            "il",
+            {"name": wae_name, "kwargs": {**wkw, "use_high": False}, "init": il_init},
+            [_classifier_stage(s2, e_c, quick, ["wae"])],
+        )
+    if taylor_model is not None:
+        st = _with_epochs(s3, s3["epochs"], quick)
+        st.update(name="finetune", losses={"classification": 1.0}, freeze=[], calibrate_norms=False)
+        data = copy.deepcopy(w["data"])
+        # The pruned builder has no registered input size: state the full model's.
+        mc = model_cfg(full_name)
+        data["input_size"] = data.get("input_size") or mc["input_size"]
+        data["in_chans"] = data.get("in_chans") or mc["in_chans"]
+        out["taylor"] = cfg(
+            "taylor",
+            {
+                "name": taylor_model["name"],
+                "kwargs": dict(taylor_model["kwargs"]),
+                "init": taylor_model["init"],
+            },
+            [st],
+            data,
+        )
+    # Validate now (a recipe change that breaks a method fails before any training).
+    return {k: _resolved(v) for k, v in out.items()}
+
+
+def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
+    return config_to_dict(load_config(raw))
+
+
+# --------------------------------------------------------------------------------------------
+# Budget: a time estimate from nominal throughputs, and the training subset that fits
+# --------------------------------------------------------------------------------------------
+
+# Images per second with one thread on this project's 2-core machine while other jobs ran
+# (so conservative), SmallVGG width 32 on 28x28: training steps (batch 128) and evaluation
+# forwards (batch 500). Only used to estimate and to choose the auto subset, never recorded
+# in a config, so they cannot change what a run computes.
+_TRAIN_RATE = {
+    "full": 470.0,
+    "half": 1640.0,
+    "wavelet": 1270.0,
+    "ca": 1400.0,
+    "encoder": 820.0,
+    "wae/1": 690.0,
+    "wae/2": 810.0,
+    "wae/3": 405.0,
+    "il": 985.0,
+    "taylor": 900.0,
+}
+_EVAL_RATE = {
+    "full": 590.0,
+    "half": 2800.0,
+    "wavelet": 2240.0,
+    "ca": 2690.0,
+    "encoder": 1390.0,
+    "wae_noft": 1390.0,
+    "wae": 1390.0,
+    "il": 1330.0,
+    "taylor": 1100.0,
+}
+_FIXED_S = 240.0  # latency tables, I_H analysis, figures, photo WAE, data loading
+_FIXED_QUICK_S = 60.0
+
+
+@dataclass
+class Plan:
+    """What the reproduction will do, for printing and for results.json."""
+
+    seeds: list[int]
+    subset: int | None
+    subset_source: str  # "recipe", "--subset", "auto", "quick"
+    n_train: int
+    n_val: int
+    n_test: int
+    classifier_epochs: int
+    stages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    estimate_s: dict[str, float] = field(default_factory=dict)
+    status: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    @property
+    def total_estimate_s(self) -> float:
+        return sum(self.estimate_s.values())
+
+
+def _width_scale(width: int | None) -> float:
+    """Rough throughput factor of the classifier width vs the measured width 32."""
+    if not width:
+        return 1.0
+    # Tiny widths are overhead-bound: cap the gain.
+    return min((32.0 / width) ** 2, 4.0)
+
+
+def estimate_seconds(
+    configs: Mapping[str, Mapping[str, Any]],
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    *,
+    seeds: int = 1,
+    quick: bool = False,
+) -> dict[str, float]:
+    """Estimated seconds per method (training + validation + test with noise), all seeds,
+    plus ``"fixed"`` for what runs once."""
+    out: dict[str, float] = {}
+    width = None
+    for key, c in configs.items():
+        width = width or c["model"]["kwargs"].get("width")
+        scale = _width_scale(c["model"]["kwargs"].get("width"))
+        n_noise = 1 + len(c["eval"]["noise_vars"])
+        t = 0.0
+        for i, s in enumerate(c["stages"], 1):
+            rate = _TRAIN_RATE.get(f"{key}/{i}", _TRAIN_RATE.get(key, 800.0)) * scale
+            t += s["epochs"] * (n_train / rate + n_val / (_EVAL_RATE.get(key, 1000.0) * scale))
+        t += n_test * n_noise / (_EVAL_RATE.get(key, 1000.0) * scale)
+        out[key] = t * seeds
+    if "wae" in configs:  # its stage-2 checkpoint is evaluated too
+        c = configs["wae"]
+        n_noise = 1 + len(c["eval"]["noise_vars"])
+        scale = _width_scale(width)
+        out["wae_noft"] = n_test * n_noise / (_EVAL_RATE["wae_noft"] * scale) * seeds
+    out["fixed"] = _FIXED_QUICK_S if quick else _FIXED_S
+    return out
+
+
+def auto_subset(
+    make_configs: Any,
+    *,
+    total_train: int,
+    val_fraction: float,
+    n_test: int,
+    seeds: int,
+    budget_s: float,
+    step: int = 1000,
+    minimum: int = 2000,
+) -> int | None:
+    """The largest training subset (a multiple of `step`) whose estimate fits `budget_s`;
+    None if the whole training set fits. ``make_configs(subset)`` -> the method configs."""
+    best = None
+    n = step
+    while n <= total_train:
+        cfgs = make_configs(n)
+        n_val = int(math.floor(n * val_fraction))
+        est = estimate_seconds(cfgs, n - n_val, n_val, n_test, seeds=seeds)
+        if sum(est.values()) > budget_s:
+            break
+        best = n
+        n += step
+    if best is None:
+        return minimum
+    return None if best + step > total_train else max(best, minimum)
+
+
+def resolve_recipe(path: str | Path | None, default_name: str) -> Path:
+    """A recipe path, defaulting to the repository's recipes/<default_name>."""
+    if path is not None:
+        return Path(path)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / "recipes" / default_name
+        if cand.is_file():
+            return cand
+    raise ReproduceError(
+        f"Cannot find recipes/{default_name} (the repository's recipes folder); pass the "
+        f"recipe with --recipe / --baseline-recipe."
+    )

@@ -1,0 +1,489 @@
+"""`wae reproduce`: method configs from the recipes, one training step of every method, the
+I_L-alone and pruned starting checkpoints, run-directory status, the verdicts, the report
+writer on fake results, and (slow) the --quick pipeline end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from wae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from wae.cli import build_parser
+from wae.cost import count_ops
+from wae.data import DEFAULT_FASHION_MNIST_DIR
+from wae.models import WAENet, create_model
+from wae.reproduce import PAPER, ReproduceOptions, claims, format_report, run_reproduce
+from wae.reproduce.analysis import decomposition_stats
+from wae.reproduce.methods import (
+    METHOD_KEYS,
+    ReproduceError,
+    auto_subset,
+    classifier_epochs,
+    derive_configs,
+    estimate_seconds,
+    resolve_recipe,
+    split_stages,
+)
+from wae.reproduce.pruning import changed_shapes, taylor_prune
+from wae.reproduce.report import write_report
+from wae.reproduce.runner import aggregate, make_il_init, run_status
+from wae.train import load_config
+from wae.train.config import StageConfig, config_to_dict, fingerprint
+from wae.train.engine import StageModule
+from wae.wavelet import WaveletDecomposer
+
+has_fmnist = any(DEFAULT_FASHION_MNIST_DIR.glob("train-images-idx3-ubyte*"))
+needs_fmnist = pytest.mark.skipif(not has_fmnist, reason="needs Fashion-MNIST")
+
+DIMS = dict(num_classes=10, in_chans=1, input_size=28)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one thread is much faster under contention.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def recipes():
+    """The repository's recipes, read now (they are being tuned), at width 8."""
+    wae_cfg = load_config(resolve_recipe(None, "fashion_mnist.toml"), ["model.kwargs.width=8"])
+    base_cfg = load_config(resolve_recipe(None, "fashion_mnist_baseline.toml"))
+    return wae_cfg, base_cfg
+
+
+def _build(cfg: dict) -> torch.nn.Module:
+    return create_model(cfg["model"]["name"], **DIMS, **cfg["model"]["kwargs"])
+
+
+def _pruned_width8() -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    full = create_model("small_vgg_28_full", **DIMS, width=8)
+    ex = torch.zeros(1, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(16, 1, 28, 28, generator=g), torch.arange(16) % 10)]
+    target = 0.5 * count_ops(full, ex).macs
+    pruned, log = taylor_prune(full, batches, target, ex, num_classes=10, step_ratio=0.1)
+    return full, pruned, log
+
+
+# --------------------------------------------------------------------------------------------
+# Methods: configs and one training step each
+# --------------------------------------------------------------------------------------------
+
+
+def test_derive_configs_budget_and_roles(recipes):
+    wae_cfg, base_cfg = recipes
+    w = config_to_dict(wae_cfg)
+    e_c = classifier_epochs(w)
+    _, s2, s3 = split_stages(w)
+    assert e_c == s2["epochs"] + s3["epochs"]
+    cfgs = derive_configs(wae_cfg, base_cfg, seed=3, il_init="/x/init")
+    assert set(cfgs) == {"full", "half", "wavelet", "ca", "encoder", "wae", "il"}
+    for key in ("full", "half", "wavelet", "ca", "encoder", "il"):
+        assert len(cfgs[key]["stages"]) == 1 and cfgs[key]["stages"][0]["epochs"] == e_c, key
+    assert cfgs["wae"]["stages"] == w["stages"]  # the WAE recipe itself
+    # Same data, evaluation and seed everywhere; the paper's noise variances come from the caller.
+    for c in cfgs.values():
+        assert c["data"] == w["data"] and c["eval"] == w["eval"] and c["seed"] == 3
+    assert cfgs["full"]["model"]["name"] == "small_vgg_28_full"
+    assert cfgs["half"]["model"]["name"] == "small_vgg_28_half"
+    assert cfgs["wavelet"]["model"]["kwargs"]["decomposer"] == "wavelet"
+    assert cfgs["ca"]["model"]["kwargs"] == {"width": 8, "decomposer": "wavelet", "use_high": False}
+    enc = cfgs["encoder"]
+    assert enc["model"]["kwargs"]["decomposer"] == "encoder"
+    assert enc["stages"][0]["freeze"] == []  # the encoder learns with the classifier
+    assert cfgs["il"]["stages"][0]["freeze"] == ["wae"]
+    assert cfgs["il"]["model"]["init"] == "/x/init"
+    assert all(
+        c["stages"][0]["losses"] == {"classification": 1.0}
+        for c in cfgs.values()
+        if len(c["stages"]) == 1
+    )
+    quick = derive_configs(wae_cfg, base_cfg, seed=0, quick=True)
+    assert all(s["epochs"] == 1 for c in quick.values() for s in c["stages"])
+
+
+def test_recipe_without_three_stages_is_refused(recipes):
+    wae_cfg, base_cfg = recipes
+    raw = config_to_dict(wae_cfg)
+    raw["stages"] = raw["stages"][1:]
+    with pytest.raises(ReproduceError, match="three stages"):
+        derive_configs(load_config(raw), base_cfg, seed=0)
+
+
+def test_every_method_builds_and_takes_a_training_step(recipes):
+    wae_cfg, base_cfg = recipes
+    full, pruned, _ = _pruned_width8()
+    shapes = changed_shapes(full, pruned)
+    cfgs = derive_configs(
+        wae_cfg,
+        base_cfg,
+        seed=0,
+        il_init="unused",
+        taylor_model={
+            "name": "pruned_net",
+            "kwargs": {"base": "small_vgg_28_full", "shapes": shapes, "width": 8},
+            "init": "unused",
+        },
+    )
+    assert set(cfgs) == set(METHOD_KEYS) - {"wae_noft"}
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    for key, cfg in cfgs.items():
+        model = _build(cfg)
+        if key == "taylor":
+            model.load_state_dict(pruned.state_dict())  # the recorded shapes rebuild it
+        if key == "il":
+            assert isinstance(model, WAENet) and model.high_net is None
+        for raw in cfg["stages"]:
+            stage = StageConfig(**{k: v for k, v in raw.items() if k != "schedule"})
+            params = [
+                p for n, p in model.named_parameters() if not n.startswith(tuple(stage.freeze))
+            ]
+            opt = torch.optim.SGD(params, lr=1e-3)
+            loss, terms, _ = StageModule(model, stage)(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            assert torch.isfinite(loss), (key, raw["name"], terms)
+
+
+# --------------------------------------------------------------------------------------------
+# Starting checkpoints: I_L alone from the WAE's stage 1; the Taylor-pruned network
+# --------------------------------------------------------------------------------------------
+
+
+def test_il_init_copies_the_stage1_wae(tmp_path, recipes):
+    wae_cfg, base_cfg = recipes
+    cfgs = derive_configs(wae_cfg, base_cfg, seed=0, il_init=str(tmp_path / "init"))
+    wae = _build(cfgs["wae"])
+    with torch.no_grad():
+        for p in wae.wae.parameters():
+            p.add_(1.0)  # "trained" weights, unlike any fresh initialisation
+    save_checkpoint(tmp_path / "wae" / "stage1", wae, meta=dict(DIMS))
+    dest = make_il_init(tmp_path / "wae", cfgs["il"], tmp_path / "init")
+    _, state = load_checkpoint(dest)
+    for k, v in wae.state_dict().items():
+        if k.startswith("wae."):
+            assert torch.equal(state[k], v), k
+    il = _build(cfgs["il"])
+    il.load_state_dict(state, strict=True)  # what the engine's model.init does
+
+
+def test_taylor_pruning_hits_the_target_and_rebuilds(tmp_path):
+    full, pruned, log = _pruned_width8()
+    ex = torch.zeros(1, 1, 28, 28)
+    assert log["final_macs"] == count_ops(pruned, ex).macs
+    assert 0.7 < log["final_macs"] / log["target_macs"] < 1.3
+    assert log["final_macs"] < log["base_macs"]
+    shapes = changed_shapes(full, pruned)
+    assert "net.fc" in shapes and shapes["net.fc"][0] == 10  # the classes stay
+    model = create_model("pruned_net", base="small_vgg_28_full", shapes=shapes, width=8, **DIMS)
+    model.load_state_dict(pruned.state_dict())
+    save_checkpoint(tmp_path / "p", model)
+    again, _ = load_model(tmp_path / "p")  # rebuilds from the spec, no pickling
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(again(x), pruned.eval()(x))
+    # A target above the network's own cost prunes nothing.
+    same, log2 = taylor_prune(full, [], 1e12, ex, num_classes=10)
+    assert log2["final_macs"] == log2["base_macs"] and "note" in log2
+
+
+def test_decomposition_stats():
+    x = torch.rand(4, 1, 16, 16)
+    dwt = decomposition_stats(WaveletDecomposer(1), x)
+    assert dwt["psnr_full_db"] > 100  # the inverse DWT is exact
+    assert dwt["psnr_low_only_db"] < dwt["psnr_full_db"]
+    from wae.autoencoder import WaveletAutoEncoder
+
+    s = decomposition_stats(WaveletAutoEncoder(1), x)
+    assert s["num_images"] == 4 and s["energy_ratio_high_to_low"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Run directories, aggregation, budget
+# --------------------------------------------------------------------------------------------
+
+
+def test_run_status(tmp_path, recipes):
+    wae_cfg, base_cfg = recipes
+    cfg = derive_configs(wae_cfg, base_cfg, seed=0)["full"]
+    rd = tmp_path / "run"
+    assert run_status(rd, cfg) == ("train", [])
+    rd.mkdir()
+    (rd / "config.json").write_text(json.dumps({"config": cfg, "fingerprint": fingerprint(cfg)}))
+    assert run_status(rd, cfg)[0] == "resume"
+    (rd / "results.json").write_text("{}")
+    (rd / "final").mkdir()
+    (rd / "final" / "model.json").write_text("{}")
+    assert run_status(rd, cfg)[0] == "reuse"
+    other = copy.deepcopy(cfg)
+    other["stages"][0]["lr"] = 0.123
+    status, diff = run_status(rd, other)
+    assert status == "changed" and any("lr" in d for d in diff)
+
+
+def test_aggregate_mean_and_spread():
+    def run(t1: float) -> dict:
+        return {"top1": t1, "top5": 99.0, "noise": [{"var": 0.0, "top1": t1, "top5": 99.0}]}
+
+    a = aggregate({"0": run(90.0), "1": run(92.0)})
+    assert a["top1"] == 91.0 and a["top1_std"] == pytest.approx(2**0.5)
+    assert a["noise"][0]["top1"] == 91.0
+    assert aggregate({"0": run(90.0)})["top1_std"] is None
+
+
+def test_budget_estimate_and_auto_subset(recipes):
+    wae_cfg, base_cfg = recipes
+
+    def make(n: int) -> dict:
+        return derive_configs(load_config(wae_cfg, [f"data.subset={n}"]), base_cfg, seed=0)
+
+    small = sum(estimate_seconds(make(1000), 900, 100, 1000).values())
+    big = sum(estimate_seconds(make(1000), 9000, 1000, 1000).values())
+    assert big > small > 0
+    n = auto_subset(make, total_train=60000, val_fraction=0.1, n_test=1000, seeds=1, budget_s=big)
+    assert n is not None and 1000 <= n <= 60000
+    assert (
+        auto_subset(make, total_train=5000, val_fraction=0.1, n_test=10, seeds=1, budget_s=1e9)
+        is None
+    )  # everything fits: no subset
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts and the report
+# --------------------------------------------------------------------------------------------
+
+
+def _method(
+    label: str, top1: float, macs: float = 1e6, speedup: float = 1.0, slope: float = 300.0
+) -> dict:
+    # Accuracy falls by `slope` points per unit of noise variance.
+    noise = [{"var": v, "top1": top1 - slope * v, "top5": 99.0} for v in (0.0, 0.01, 0.05, 0.1)]
+    return {
+        "label": label,
+        "paper": label,
+        "budget": "classifier 1 ep",
+        "top1": top1,
+        "top1_std": None,
+        "top5": 99.5,
+        "top5_std": None,
+        "noise": noise,
+        "macs": macs,
+        "params": 1000,
+        "mac_ratio": 3e6 / macs,
+        "latency": {
+            "b256": {"median_ms": 10.0 / speedup, "iqr_ms": 0.1},
+            "b1": {"median_ms": 1.0 / speedup, "iqr_ms": 0.01},
+        },
+        "speedup": {"b256": speedup, "b1": speedup},
+    }
+
+
+def fake_results(quick: bool = False, **top1: float) -> dict:
+    acc = dict(
+        full=92.0,
+        half=89.0,
+        wavelet=90.0,
+        ca=88.5,
+        encoder=90.5,
+        wae_noft=90.8,
+        wae=91.5,
+        il=89.5,
+        taylor=90.0,
+    )
+    acc.update(top1)
+    macs = dict(full=3e6, half=0.75e6, wavelet=0.8e6, ca=0.75e6, taylor=1.2e6)
+    methods = {
+        k: _method(
+            k.upper(),
+            v,
+            macs.get(k, 1.2e6),
+            3e6 / macs.get(k, 1.2e6) * 0.9,
+            slope=150.0 if k.startswith("wae") else 300.0,
+        )
+        for k, v in acc.items()
+    }
+    return {
+        "quick": quick,
+        "dataset": "fashion-mnist",
+        "created": "now",
+        "seeds": [0],
+        "num_test": 10000,
+        "plan": {
+            "n_train": 9000,
+            "n_val": 1000,
+            "subset": 10000,
+            "subset_source": "auto",
+            "classifier_epochs": 16,
+        },
+        "methods": methods,
+        "decomposition": {
+            "wae_stage1": {
+                "psnr_low_only_db": 20.0,
+                "psnr_full_db": 30.0,
+                "energy_ratio_high_to_low": 1e-3,
+                "num_images": 100,
+            },
+        },
+        "pruning": {
+            "0": {
+                "torch_pruning": "1.6",
+                "grad_images_per_step": 256,
+                "step_ratio": 0.025,
+                "final_macs": 1.2e6,
+                "target_macs": 1.2e6,
+                "steps": [1, 2],
+            }
+        },
+        "figures": {"noise": "figures/accuracy_vs_noise.png"},
+        "machine": {"cpu_model": "cpu", "threads": 1},
+        "timing_s": {"total": 60.0},
+    }
+
+
+def _verdicts(results: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in claims(results)}
+
+
+def test_verdicts_follow_the_numbers():
+    v = _verdicts(fake_results())
+    for cid in (
+        "wae_vs_ir",
+        "wae_vs_wavelet",
+        "wae_vs_decomposition",
+        "finetune",
+        "il_vs_ir",
+        "il_vs_ca",
+        "noise",
+        "speedup",
+        "wae_vs_taylor",
+        "wae_vs_full",
+    ):
+        assert v[cid]["verdict"] == "holds", (cid, v[cid])
+    assert v["wae_vs_ir"]["margin"] == pytest.approx(2.5)
+    assert v["speedup"]["margin"] == pytest.approx(0.9)
+    # Reversed numbers reverse the verdicts, with negative margins.
+    v = _verdicts(fake_results(wae=88.0, wae_noft=89.0, il=88.0))
+    for cid in (
+        "wae_vs_ir",
+        "wae_vs_wavelet",
+        "wae_vs_decomposition",
+        "finetune",
+        "il_vs_ir",
+        "il_vs_ca",
+        "wae_vs_full",
+        "wae_vs_taylor",
+    ):
+        assert v[cid]["verdict"] == "does not hold", cid
+    assert v["wae_vs_ir"]["margin"] == pytest.approx(-1.0)
+    assert "beyond 2 standard errors" in v["wae_vs_ir"]["note"]
+    close = _verdicts(fake_results(wae=89.2))["wae_vs_ir"]
+    assert close["verdict"] == "holds" and "within 2 standard errors" in close["note"]
+
+
+def test_verdict_edge_cases():
+    r = fake_results()
+    r["methods"]["wae"]["noise"][2]["top1"] = 0.0  # worse than full at V = 0.05
+    r["methods"]["wae"]["speedup"]["b256"] = 1.0  # far from the 2.5x MAC ratio
+    r["methods"]["taylor"]["speedup"]["b256"] = 5.0  # WAE more accurate but slower
+    v = _verdicts(r)
+    assert v["noise"]["verdict"] == "does not hold" and v["noise"]["margin"] < 0
+    assert v["speedup"]["verdict"] == "does not hold"
+    assert v["wae_vs_taylor"]["verdict"] == "does not hold"
+    assert "slower" in v["wae_vs_taylor"]["note"]
+    del r["methods"]["il"]
+    assert _verdicts(r)["il_vs_ir"]["verdict"] == "not measured"
+    # A small loss against full holds within 2 SE; spread over seeds is reported.
+    r = fake_results(wae=91.9)
+    for m in r["methods"].values():
+        m["top1_std"] = 0.3
+    v = _verdicts(r)
+    assert v["wae_vs_full"]["verdict"] == "holds" and "seed spread" in v["wae_vs_full"]["note"]
+
+
+def test_report_writer(tmp_path):
+    results = fake_results(quick=True)
+    path = write_report(results, tmp_path)
+    text = path.read_text()
+    assert text.startswith("**QUICK RUN")
+    for heading in (
+        "## Verdicts",
+        "## Table 2",
+        "## Table 3",
+        "## Table 4",
+        "## Table 7",
+        "## What I_H carries",
+        "ThiNet is not run",
+    ):
+        assert heading in text, heading
+    # Paper numbers beside ours.
+    assert f"{PAPER['table2']['wae']['top5_err']:.2f}" in text
+    assert "| WAE | 8.50 |" in text  # ours: top-1 err = 100 - 91.5
+    assert "**holds**" in text
+    assert "QUICK" not in format_report(fake_results(quick=False))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI and the pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_registers_reproduce():
+    args = build_parser().parse_args(["reproduce", "--quick", "--seeds", "0", "1", "--plan"])
+    assert args.quick and args.seeds == [0, 1] and args.plan
+
+
+@needs_fmnist
+def test_plan_only(tmp_path, capsys):
+    res = run_reproduce(ReproduceOptions(output=str(tmp_path / "o"), quick=True, plan_only=True))
+    plan = res["plan"]
+    assert plan["subset"] == 600 and plan["classifier_epochs"] == 1
+    assert all(
+        st == {0: "train"} for k, st in plan["status"].items() if k not in ("wae_noft", "taylor")
+    )
+    assert "estimated total" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()  # a plan writes nothing
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_quick_end_to_end(tmp_path):
+    out = tmp_path / "q"
+    opts = ReproduceOptions(output=str(out), quick=True, verbose=False, photo_steps=5)
+    res = run_reproduce(opts)
+    assert set(res["methods"]) == set(METHOD_KEYS)
+    text = (out / "report.md").read_text()
+    assert text.startswith("**QUICK RUN")
+    assert json.loads((out / "results.json").read_text())["quick"] is True
+    assert "methods" in json.loads((out / "config.json").read_text())
+    for rel in res["figures"].values():
+        assert (out / rel).is_file()
+    for m in res["methods"].values():
+        assert [r["var"] for r in m["noise"]] == [0.0, 0.01, 0.02, 0.05, 0.1]
+        assert m["macs"] > 0 and m["latency"]["b256"]["median_ms"] > 0
+    # Everything is reused the second time (same config): same numbers, nothing retrained.
+    again = run_reproduce(opts)
+    assert again["methods"]["wae"]["top1"] == res["methods"]["wae"]["top1"]
+    assert not list(out.glob("runs/*/seed0/replaced-*"))
+    # A changed recipe is refused before training.
+    with pytest.raises(ReproduceError, match="retrain-changed"):
+        run_reproduce(
+            ReproduceOptions(
+                output=str(out), quick=True, verbose=False, overrides=["stages.2.lr=0.04"]
+            )
+        )
+
+
+def test_results_round_trip_to_report(tmp_path):
+    r = fake_results()
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(r))
+    assert format_report(json.loads(p.read_text())) == format_report(r)
+    assert Path(write_report(r, tmp_path)).name == "report.md"
