@@ -214,6 +214,7 @@ class WAENet(nn.Module):
         in_chans: int = 3,
         input_size: int | Sequence[int] = 224,
         head: str = "auto",
+        head_hidden: Sequence[int] = (1024, 2048),
         decomposer: str | nn.Module = "wae",
         use_high: bool = True,
         high_net: nn.Module | None = None,
@@ -223,6 +224,8 @@ class WAENet(nn.Module):
     ) -> WAENet:
         """Wrap a CNN: a torchvision name ("vgg16"), "timm:<name>", "small_vgg", or a module.
 
+        head: "vgg" (the release's MLP heads on the flattened maps, widths `head_hidden`),
+        "linear" (global pooling + linear) or "auto" (vgg for VGG backbones, else linear).
         decomposer: "wae" (the paper), "encoder" (Decomposition+CNN: no decoder, no transform
         loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. use_high=False drops the I_H
         branch (the I_L-alone ablation). high_net overrides the automatic quarter-width copy.
@@ -248,6 +251,7 @@ class WAENet(nn.Module):
             decomposer=dec,
             in_chans=in_chans,
             head=head,
+            head_hidden=head_hidden,
             drop_rate=drop_rate,
             input_size=input_size,
         )
@@ -258,6 +262,7 @@ class WAENet(nn.Module):
                 in_chans=in_chans,
                 input_size=list(net.input_size),
                 head=head,
+                head_hidden=list(head_hidden),
                 decomposer=decomposer,
                 use_high=use_high,
                 drop_rate=drop_rate,
