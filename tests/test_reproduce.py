@@ -16,6 +16,7 @@ from wae.cli import build_parser
 from wae.cost import count_ops
 from wae.data import DEFAULT_FASHION_MNIST_DIR
 from wae.models import WAENet, create_model
+from wae.models.pruned import changed_shapes
 from wae.reproduce import PAPER, ReproduceOptions, claims, format_report, run_reproduce
 from wae.reproduce.analysis import decomposition_stats
 from wae.reproduce.methods import (
@@ -28,7 +29,7 @@ from wae.reproduce.methods import (
     resolve_recipe,
     split_stages,
 )
-from wae.reproduce.pruning import changed_shapes, taylor_prune
+from wae.reproduce.pruning import taylor_prune
 from wae.reproduce.report import write_report
 from wae.reproduce.runner import aggregate, make_il_init, run_status
 from wae.train import load_config

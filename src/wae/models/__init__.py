@@ -3,6 +3,7 @@
 from ._backbone import BackboneError, build_classifier, build_features, quarter_width
 from ._registry import create_model, is_model, list_models, model_cfg, register_model
 from .plain import HalfResize, PlainNet
+from .pruned import pruned_net
 from .small_vgg import SmallVGG
 from .wae_net import LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
 
@@ -22,6 +23,7 @@ __all__ = [
     "is_model",
     "list_models",
     "model_cfg",
+    "pruned_net",
     "quarter_width",
     "register_model",
 ]

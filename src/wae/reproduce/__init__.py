@@ -11,8 +11,9 @@ results.json, config.json and figures. Importing this package also registers the
 ``wae.checkpoint.load_model``.
 """
 
+from ..models.pruned import pruned_net
 from .methods import METHODS, Method, ReproduceError
-from .pruning import pruned_net, taylor_prune
+from .pruning import taylor_prune
 from .report import PAPER, claims, format_report, write_report
 from .runner import ReproduceOptions, run_reproduce
 

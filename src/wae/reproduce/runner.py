@@ -42,6 +42,7 @@ from ..checkpoint import atomic_write_json, load_checkpoint, load_model, save_ch
 from ..cost import compare, comparison_to_dict, count_ops, machine_info
 from ..data import build_dataset, build_loader, train_val_split
 from ..models import WAENet, create_model, model_cfg
+from ..models.pruned import changed_shapes
 from ..train import rundir
 from ..train.config import (
     TrainConfig,
@@ -67,7 +68,7 @@ from .methods import (
     resolve_recipe,
     short_hash,
 )
-from .pruning import changed_shapes, taylor_prune
+from .pruning import taylor_prune
 from .report import claims, write_report
 
 __all__ = ["ReproduceOptions", "run_reproduce"]
