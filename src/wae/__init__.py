@@ -11,6 +11,7 @@ from .autoencoder import (
     transform_loss,
 )
 from .cost import compare, count_ops, measure_latency, profile
+from .export import export_onnx
 from .models import (
     BackboneError,
     PlainNet,
@@ -38,6 +39,7 @@ __all__ = [
     "count_ops",
     "create_model",
     "energy_loss",
+    "export_onnx",
     "list_models",
     "measure_latency",
     "model_cfg",

@@ -1,0 +1,162 @@
+"""`wae bench`: time the full-resolution network, the half-resolution one and WAE on every
+backend (PyTorch eager, channels_last, torch.compile, optimize_for_inference, ONNX Runtime)
+and write a Markdown table and a JSON file. See wae.bench for what each backend means."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import bench
+
+#: --quick: tiny models, one thread, very short timing (a smoke run for CI, < 1 min).
+QUICK = {
+    "backbone": [bench.QUICK_BACKBONE],
+    "batch_size": [1],
+    "threads": ["1"],
+    "backends": ["eager", "channels_last", "optimized", "ort", "ort_optimized"],
+    "min_run_time": 0.05,
+    "rounds": 1,
+    "warmup": 1,
+}
+DEFAULTS = {
+    "backbone": ["vgg16", "resnet50"],
+    "batch_size": [1, 16],
+    "threads": ["all", "1"],  # the first config (all cores, batch 1) is the headline
+    "backends": list(bench.ALL_BACKENDS),
+    "min_run_time": 2.0,
+    "rounds": 3,
+    "warmup": 2,
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark full / half-resolution / WAE models on every backend",
+        description=(
+            "Time the backbone at full resolution, at half resolution and inside WAE, on "
+            "PyTorch eager, channels_last, torch.compile, optimize_for_inference and ONNX "
+            "Runtime, for every batch size and thread count given. Writes <name>.md and "
+            "<name>.json to --output-dir. speed-up = full network's best backend / WAE's best "
+            "backend. Run it on a quiet machine: the load average is recorded."
+        ),
+    )
+    p.add_argument("--backbone", nargs="+", default=None, help="default: vgg16 resnet50")
+    p.add_argument("--input-size", type=int, default=None, help="default: the models' (224)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=None, help="default: 1 16")
+    p.add_argument("--threads", nargs="+", default=None, help="ints or 'all' (default: all 1)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        choices=list(bench.ALL_BACKENDS),
+        help="default: all",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--amp", action="store_true", help="PyTorch backends under autocast")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--min-run-time", type=float, default=None, help="seconds per candidate")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny models (small_vgg_28 family), 1 thread, very short timing: a smoke test",
+    )
+    p.add_argument(
+        "--parts",
+        action="store_true",
+        help="instead: where WAE's time goes, per part, before/after optimize_for_inference",
+    )
+    p.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--name", default=None, help="file name stem (default: bench-<time>)")
+    p.add_argument("--no-save", action="store_true", help="print only, write no files")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=run)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    base = QUICK if args.quick else DEFAULTS
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    stem = args.name or ("quick" if args.quick else f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.parts:
+        results = [
+            bench.time_parts(
+                backbone,
+                input_size=args.input_size,
+                batch_size=bs,
+                threads=t,
+                min_run_time=s["min_run_time"],
+                rounds=s["rounds"],
+                warmup=s["warmup"],
+                log=_log,
+            )
+            for backbone in s["backbone"]
+            for bs in s["batch_size"]
+            for t in s["threads"]
+        ]
+        doc: dict[str, Any] = {"parts": results}
+        text = "\n".join(bench.format_parts_markdown(r) for r in results)
+        stem = f"{stem}-parts"
+    else:
+        doc = bench.run_bench(
+            s["backbone"],
+            input_size=args.input_size,
+            batch_sizes=s["batch_size"],
+            threads=s["threads"],
+            backends=s["backends"],
+            device=args.device,
+            amp=args.amp,
+            num_classes=args.num_classes,
+            min_run_time=s["min_run_time"],
+            rounds=s["rounds"],
+            warmup=s["warmup"],
+            log=_log,
+        )
+        text = bench.format_markdown(doc)
+    if not args.no_save:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / f"{stem}.md").write_text(text + "\n")
+        (args.output_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        _log(f"wrote {args.output_dir / stem}.md and .json")
+    if args.json:
+        print(json.dumps(_headline(doc), indent=2))
+    else:
+        print(text)
+    return 0
+
+
+def _headline(doc: dict[str, Any]) -> dict[str, Any]:
+    """The JSON printed by --json: the first config's figures at the top level (speedup =
+    full network's best backend / WAE's best backend, every backend's numbers beside it),
+    then machine, settings and every config."""
+    if "configs" not in doc or not doc["configs"]:
+        return doc
+    first = doc["configs"][0]
+    out = {
+        "speedup": first["speedup"],
+        "backbone": first["config"]["backbone"],
+        "input_size": first["config"]["input_size"],
+        "batch_size": first["config"]["batch_size"],
+        "threads": first["config"]["threads"],
+        "best": first["best"],
+        "half_speedup": first["half_speedup"],
+        "speedup_per_backend": first["speedup_per_backend"],
+        "mac_ratio": first["mac_ratio"]["wae"],
+        "backends": first["models"],
+    }
+    out.update({k: v for k, v in doc.items() if k not in ("speedup",)})
+    return out
