@@ -161,6 +161,17 @@ def test_input_too_small_for_the_backbone_is_a_clear_error() -> None:
         WAENet.from_backbone("alexnet", num_classes=3, input_size=64)
 
 
+def test_from_backbone_by_name_records_a_rebuildable_spec() -> None:
+    from wae.checkpoint import build_from_spec
+
+    net = WAENet.from_backbone("small_vgg", num_classes=4, in_chans=1, input_size=28, width=8)
+    assert net.wae_spec["builder"] == "wae_net" and net.wae_spec["backbone"] == "small_vgg"
+    rebuilt = build_from_spec(net.wae_spec)
+    assert rebuilt.state_dict().keys() == net.state_dict().keys()
+    custom = WAENet.from_backbone(TinyClassifier(), num_classes=4, input_size=32)
+    assert not hasattr(custom, "wae_spec")  # a user's module: no spec to rebuild from
+
+
 def test_grey_images_and_odd_sizes() -> None:
     net = WAENet.from_backbone("resnet18", num_classes=3, in_chans=1, input_size=45)
     assert net.wae.in_chans == 1

@@ -240,6 +240,7 @@ class WAENet(nn.Module):
         features = build_features(clf, in_chans)
         dec = _build_decomposer(decomposer, in_chans)
         high_chans = getattr(dec, "high_chans", in_chans)
+        user_high = high_net is not None  # a user's module cannot be rebuilt from a spec
         if use_high and high_net is None:
             high_net = quarter_width(features, in_chans=high_chans)
         if head == "auto":
@@ -255,7 +256,7 @@ class WAENet(nn.Module):
             drop_rate=drop_rate,
             input_size=input_size,
         )
-        if isinstance(backbone, str) and isinstance(decomposer, str) and high_net is None:
+        if isinstance(backbone, str) and isinstance(decomposer, str) and not user_high:
             # Enough to rebuild the architecture (checkpoints store this, not pickled code).
             kwargs = dict(
                 num_classes=num_classes,
