@@ -116,6 +116,20 @@ def build_classifier(
     return model
 
 
+def _conv_like(m: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A fresh ungrouped Conv2d with `m`'s geometry and the given channel counts."""
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.dilation,
+        bias=m.bias is not None,
+        padding_mode=m.padding_mode,
+    )
+
+
 def set_in_chans(model: nn.Module, in_chans: int) -> nn.Module:
     """Replace the first Conv2d of `model` by one taking `in_chans` input channels (in place).
 
@@ -128,16 +142,7 @@ def set_in_chans(model: nn.Module, in_chans: int) -> nn.Module:
                 return model
             if m.groups != 1:
                 raise BackboneError(f"The first convolution {name!r} is grouped; cannot re-plumb.")
-            new = nn.Conv2d(
-                in_chans,
-                m.out_channels,
-                m.kernel_size,
-                m.stride,
-                m.padding,
-                m.dilation,
-                bias=m.bias is not None,
-                padding_mode=m.padding_mode,
-            )
+            new = _conv_like(m, in_chans, m.out_channels)
             with torch.no_grad():
                 w = m.weight.mean(1, keepdim=True) * (m.in_channels / in_chans)
                 new.weight.copy_(w.repeat(1, in_chans, 1, 1))
@@ -287,18 +292,7 @@ def _slim_sequential(seq: nn.Sequential, in_chans: int, divisor: int) -> nn.Sequ
     for m in seq:
         if isinstance(m, nn.Conv2d):
             out = m.out_channels // divisor
-            layers.append(
-                nn.Conv2d(
-                    ch,
-                    out,
-                    m.kernel_size,
-                    m.stride,
-                    m.padding,
-                    m.dilation,
-                    bias=m.bias is not None,
-                    padding_mode=m.padding_mode,
-                )
-            )
+            layers.append(_conv_like(m, ch, out))
             ch = out
         elif isinstance(m, nn.BatchNorm2d):
             layers.append(nn.BatchNorm2d(ch, m.eps, m.momentum, m.affine, m.track_running_stats))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._backbone import build_classifier
+from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
 from ._registry import register_model
 
 __all__ = ["PlainNet", "HalfResize"]
@@ -81,59 +82,49 @@ def _create_plain(backbone: str, cfg: dict[str, Any], half: bool, **kwargs: Any)
     return PlainNet.from_backbone(backbone, half=half, **args)
 
 
-_CFG_VGG16 = dict(input_size=224, in_chans=3, num_classes=1000, backbone="vgg16")
-_CFG_R50 = dict(input_size=224, in_chans=3, num_classes=1000, backbone="resnet50")
-_CFG_S28 = dict(
-    input_size=28, in_chans=1, num_classes=10, backbone="small_vgg", model_args={"width": 32}
-)
-_CFG_S32 = dict(
-    input_size=32, in_chans=3, num_classes=10, backbone="small_vgg", model_args={"width": 32}
-)
-
-
-@register_model(kind="plain", **_CFG_VGG16)
+@register_model(kind="plain", **CFG_VGG16)
 def vgg16_full(**kwargs: Any) -> PlainNet:
     """torchvision VGG16 at full resolution (the reference)."""
-    return _create_plain("vgg16", _CFG_VGG16, False, **kwargs)
+    return _create_plain("vgg16", CFG_VGG16, False, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_VGG16)
+@register_model(kind="plain", **CFG_VGG16)
 def vgg16_half(**kwargs: Any) -> PlainNet:
     """torchvision VGG16 on the half-size image (paper: VGG16 (112), I_R)."""
-    return _create_plain("vgg16", _CFG_VGG16, True, **kwargs)
+    return _create_plain("vgg16", CFG_VGG16, True, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_R50)
+@register_model(kind="plain", **CFG_R50)
 def resnet50_full(**kwargs: Any) -> PlainNet:
     """torchvision ResNet-50 at full resolution."""
-    return _create_plain("resnet50", _CFG_R50, False, **kwargs)
+    return _create_plain("resnet50", CFG_R50, False, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_R50)
+@register_model(kind="plain", **CFG_R50)
 def resnet50_half(**kwargs: Any) -> PlainNet:
     """torchvision ResNet-50 on the half-size image."""
-    return _create_plain("resnet50", _CFG_R50, True, **kwargs)
+    return _create_plain("resnet50", CFG_R50, True, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_S28)
+@register_model(kind="plain", **CFG_S28)
 def small_vgg_28_full(**kwargs: Any) -> PlainNet:
     """SmallVGG on 28x28 grey images."""
-    return _create_plain("small_vgg", _CFG_S28, False, **kwargs)
+    return _create_plain("small_vgg", CFG_S28, False, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_S28)
+@register_model(kind="plain", **CFG_S28)
 def small_vgg_28_half(**kwargs: Any) -> PlainNet:
     """SmallVGG on 28x28 grey images resized to 14x14."""
-    return _create_plain("small_vgg", _CFG_S28, True, **kwargs)
+    return _create_plain("small_vgg", CFG_S28, True, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_S32)
+@register_model(kind="plain", **CFG_S32)
 def small_vgg_32_full(**kwargs: Any) -> PlainNet:
     """SmallVGG on 32x32 colour images."""
-    return _create_plain("small_vgg", _CFG_S32, False, **kwargs)
+    return _create_plain("small_vgg", CFG_S32, False, **kwargs)
 
 
-@register_model(kind="plain", **_CFG_S32)
+@register_model(kind="plain", **CFG_S32)
 def small_vgg_32_half(**kwargs: Any) -> PlainNet:
     """SmallVGG on 32x32 colour images resized to 16x16."""
-    return _create_plain("small_vgg", _CFG_S32, True, **kwargs)
+    return _create_plain("small_vgg", CFG_S32, True, **kwargs)

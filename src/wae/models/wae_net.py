@@ -25,6 +25,7 @@ from torch import nn
 
 from ..autoencoder import FixedNorm, WAEOutput, WaveletAutoEncoder
 from ._backbone import BackboneError, build_classifier, build_features, quarter_width
+from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
 from ._registry import register_model
 
 __all__ = ["WAENet", "WAENetOutput", "classification_loss", "LinearHead", "MLPHead"]
@@ -387,35 +388,26 @@ def _create_wae_net(backbone: str, cfg: dict[str, Any], **kwargs: Any) -> WAENet
 
 # --- registered builders ----------------------------------------------------------------------
 
-_CFG_VGG16 = dict(input_size=224, in_chans=3, num_classes=1000, backbone="vgg16")
-_CFG_R50 = dict(input_size=224, in_chans=3, num_classes=1000, backbone="resnet50")
-_CFG_S28 = dict(
-    input_size=28, in_chans=1, num_classes=10, backbone="small_vgg", model_args={"width": 32}
-)
-_CFG_S32 = dict(
-    input_size=32, in_chans=3, num_classes=10, backbone="small_vgg", model_args={"width": 32}
-)
 
-
-@register_model(kind="wae", **_CFG_VGG16)
+@register_model(kind="wae", **CFG_VGG16)
 def wae_vgg16(**kwargs: Any) -> WAENet:
     """WAE + VGG16 with the release's heads (the paper's main model)."""
-    return _create_wae_net("vgg16", dict(_CFG_VGG16, model_args={"head": "vgg"}), **kwargs)
+    return _create_wae_net("vgg16", dict(CFG_VGG16, model_args={"head": "vgg"}), **kwargs)
 
 
-@register_model(kind="wae", **_CFG_R50)
+@register_model(kind="wae", **CFG_R50)
 def wae_resnet50(**kwargs: Any) -> WAENet:
     """WAE + ResNet-50 (paper, Table 5), linear heads."""
-    return _create_wae_net("resnet50", _CFG_R50, **kwargs)
+    return _create_wae_net("resnet50", CFG_R50, **kwargs)
 
 
-@register_model(kind="wae", **_CFG_S28)
+@register_model(kind="wae", **CFG_S28)
 def wae_small_vgg_28(**kwargs: Any) -> WAENet:
     """WAE + SmallVGG for 28x28 grey images (Fashion-MNIST)."""
-    return _create_wae_net("small_vgg", _CFG_S28, **kwargs)
+    return _create_wae_net("small_vgg", CFG_S28, **kwargs)
 
 
-@register_model(kind="wae", **_CFG_S32)
+@register_model(kind="wae", **CFG_S32)
 def wae_small_vgg_32(**kwargs: Any) -> WAENet:
     """WAE + SmallVGG for 32x32 colour images (CIFAR)."""
-    return _create_wae_net("small_vgg", _CFG_S32, **kwargs)
+    return _create_wae_net("small_vgg", CFG_S32, **kwargs)
