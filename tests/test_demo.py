@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from wae.cli import main
 from wae.data import DEFAULT_FASHION_MNIST_DIR
@@ -14,14 +13,6 @@ from wae.data import DEFAULT_FASHION_MNIST_DIR
 pytestmark = pytest.mark.skipif(
     not Path(DEFAULT_FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST is not installed"
 )
-
-
-@pytest.fixture()
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_demo_quick_writes_the_results_contract(

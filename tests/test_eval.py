@@ -19,16 +19,10 @@ from wae.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
 from wae.train import evaluate
 from wae.train.evaluate import noise_for
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 has_fmnist = any(DEFAULT_FASHION_MNIST_DIR.glob("t10k-images-idx3-ubyte*"))
 needs_fmnist = pytest.mark.skipif(not has_fmnist, reason="needs Fashion-MNIST")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Spy(nn.Module):

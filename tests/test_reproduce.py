@@ -37,19 +37,12 @@ from wae.train.config import StageConfig, config_to_dict, fingerprint
 from wae.train.engine import StageModule
 from wae.wavelet import WaveletDecomposer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 has_fmnist = any(DEFAULT_FASHION_MNIST_DIR.glob("train-images-idx3-ubyte*"))
 needs_fmnist = pytest.mark.skipif(not has_fmnist, reason="needs Fashion-MNIST")
 
 DIMS = dict(num_classes=10, in_chans=1, input_size=28)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread is much faster under contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,13 @@ from wae.data import DEFAULT_FASHION_MNIST_DIR, DataError
 from wae.train import RunDirError, TrainHooks, TrainingError, run_training
 from wae.train.state import load_train_state
 
-pytestmark = pytest.mark.skipif(
-    not any(DEFAULT_FASHION_MNIST_DIR.glob("train-images-idx3-ubyte*")),
-    reason="needs Fashion-MNIST in /usr/share/datasets/fashion-mnist",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions on a shared 2-core machine: one intra-op thread is several times faster
-    # than two fighting other processes (and the thread count is fixed, so runs are comparable).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(
+        not any(DEFAULT_FASHION_MNIST_DIR.glob("train-images-idx3-ubyte*")),
+        reason="needs Fashion-MNIST in /usr/share/datasets/fashion-mnist",
+    ),
+]
 
 
 def tiny_config(**stage_epochs: int) -> dict:

@@ -10,7 +10,7 @@ from .autoencoder import (
     reconstruction_loss,
     transform_loss,
 )
-from .cost import compare, count_ops, measure_latency, profile
+from .cost import compare, count_ops, measure_interleaved, measure_latency, profile
 from .export import export_onnx
 from .models import (
     BackboneError,
@@ -22,6 +22,7 @@ from .models import (
     list_models,
     model_cfg,
 )
+from .optimize import OptimizeError, optimize_for_inference
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneError",
     "FixedNorm",
+    "OptimizeError",
     "PlainNet",
     "WAENet",
     "WAENetOutput",
@@ -41,8 +43,10 @@ __all__ = [
     "energy_loss",
     "export_onnx",
     "list_models",
+    "measure_interleaved",
     "measure_latency",
     "model_cfg",
+    "optimize_for_inference",
     "profile",
     "reconstruction_loss",
     "transform_loss",

@@ -488,7 +488,7 @@ def _measure_grouped(
         if i and threads > 1:
             time.sleep(0.5)
         out.update(
-            cost._measure(
+            cost.measure_interleaved(
                 group,
                 {k: (x,) for k in group},
                 threads=threads,
@@ -956,7 +956,7 @@ def time_parts(
                         layout[vname] = _layout_ms(model, x, fmt, 10)
         log(f"timing {len(runners)} parts (load average {_load()})")
         load_before = _load()
-        lats = cost._measure(
+        lats = cost.measure_interleaved(
             runners,
             inputs,
             threads=n_threads,

@@ -56,6 +56,7 @@ __all__ = [
     "count_ops",
     "format_table",
     "machine_info",
+    "measure_interleaved",
     "measure_latency",
     "profile",
 ]
@@ -465,19 +466,23 @@ def count_ops(
 # --------------------------------------------------------------------------------------------
 
 
-def _measure(
+def measure_interleaved(
     models: Mapping[str, nn.Module],
     inputs: Mapping[str, tuple[torch.Tensor, ...]],
     *,
-    threads: int | None,
-    memory_format: str | torch.memory_format,
-    dtype: torch.dtype,
-    min_run_time: float,
-    device: str | torch.device | None,
-    warmup: int,
-    rounds: int,
+    threads: int | None = None,
+    memory_format: str | torch.memory_format = "best",
+    dtype: torch.dtype = torch.float32,
+    min_run_time: float = 2.0,
+    device: str | torch.device | None = None,
+    warmup: int = 3,
+    rounds: int = 4,
 ) -> dict[str, Latency]:
     """Time several models in one process with the same settings, interleaved across rounds.
+
+    ``models[name]`` is called as ``models[name](*inputs[name])``; any callable module works
+    (an ONNX Runtime session wrapped in an ``nn.Module``, a compiled model). The settings
+    mean what they mean in :func:`measure_latency`; returns one :class:`Latency` per name.
 
     Each (model, memory format) candidate gets ``min_run_time`` seconds of timed runs in total,
     split into ``rounds`` slices visited in turn (order reversed every other round) so that slow
@@ -578,7 +583,7 @@ def measure_latency(
     storage (device, dtype, memory format) and training flags are restored afterwards.
     """
     inputs = _as_tuple(example_input)
-    return _measure(
+    return measure_interleaved(
         {"model": model},
         {"model": inputs},
         threads=threads,
@@ -708,7 +713,7 @@ def compare(
     lats: dict[str, Latency | None] = dict.fromkeys(models)
     if latency:
         lats.update(
-            _measure(
+            measure_interleaved(
                 models,
                 inputs,
                 threads=n_threads,

@@ -13,6 +13,20 @@ import sys
 _COMMANDS = ["demo", "train", "eval", "profile", "export", "bench", "reproduce"]
 
 
+def add_set_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]`` into ``args.overrides`` (repeatable): the config
+    overrides every training command takes, parsed by ``wae.train.config.load_config``."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wae",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..demo import format_results, run_demo
+from . import add_set_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="retrain (old runs moved aside)")
     p.add_argument("--recipes", default=None, help="folder with the two demo recipes")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="recipe overrides")
+    add_set_argument(p, help="override values of both recipes (as wae train --set)")
     p.add_argument("--latency-batch", type=int, default=256, help="batch size for timing")
     p.add_argument("--threads", type=int, default=None, help="timing threads (default: all)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.set)
+    overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     results = run_demo(

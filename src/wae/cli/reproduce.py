@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_set_argument
+
 _EPILOG = """\
 methods: full resolution, I_R (half-size input), Wavelet+CNN, cA alone, Decomposition+CNN,
 WAE without stage 3 (the WAE run's stage-2 checkpoint), WAE, I_L alone (WAE from stage 1,
@@ -20,10 +22,10 @@ frozen), Taylor pruning of the full network to about the WAE's MACs. ThiNet is n
 the report).
 
 budget: every classifier trains for the WAE recipe's stage 2 + stage 3 epochs; without
---subset (and no data.subset in the recipe) the training subset is the largest that the time
-estimate fits into --budget-minutes. --set KEY=VALUE applies to the WAE recipe, from which
-every method takes its data, evaluation and backbone; the baseline recipe contributes only its
-training stage.
+--subset the training subset is the largest that the time estimate fits into
+--budget-minutes, at most the recipe's data.subset. --set KEY=VALUE applies to the WAE recipe,
+from which every method takes its data, evaluation and backbone; the baseline recipe
+contributes only its training stage.
 
 reuse: a method whose run directory holds a run of the same config is reused (a partial run
 continues). A run of a different config (the recipe changed) is refused before anything
@@ -68,7 +70,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--subset",
         default=None,
-        help="training subset size, or 'all' (default: the recipe's, else fitted to the budget)",
+        help=(
+            "training subset size, or 'all' (default: the largest that --budget-minutes fits, "
+            "at most the recipe's)"
+        ),
     )
     p.add_argument(
         "--budget-minutes",
@@ -82,15 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="baseline recipe (default recipes/fashion_mnist_baseline.toml)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override values of the WAE recipe (as wae train --set)",
-    )
+    add_set_argument(p, help="override values of the WAE recipe (as wae train --set)")
     p.add_argument(
         "--retrain-changed",
         action="store_true",

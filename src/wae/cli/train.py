@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 
+from . import add_set_argument
+
 _EPILOG = """\
 overrides: --set KEY=VALUE [KEY=VALUE ...]; KEY is a dotted path, stages by number (1-based)
 or name: stages.2.lr=0.01, stages.classifier.epochs=5, data.subset=20000,
@@ -38,15 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", default=None, help="output directory (default: runs/<recipe name>)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values (see below)",
-    )
+    add_set_argument(p, help="override config values (see below)")
     p.add_argument("--stage", type=int, default=None, help="run only this stage (1-based)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in the output dir")

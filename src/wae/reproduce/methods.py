@@ -293,7 +293,7 @@ class Plan:
 
     seeds: list[int]
     subset: int | None
-    subset_source: str  # "recipe", "--subset", "auto", "quick"
+    subset_source: str  # "recipe", "--subset", "auto", "auto, fitted to ...", "quick"
     n_train: int
     n_val: int
     n_test: int

@@ -459,23 +459,29 @@ def make_plan(opts: ReproduceOptions, log: _Log) -> tuple[Plan, TrainConfig, Tra
         source = "quick"
     elif opts.subset is not None or any(o.startswith("data.subset=") for o in opts.overrides):
         source = "--subset"
-    elif d.subset is not None:
-        source = "recipe"
     else:
-        source = "auto"
+        # The largest subset whose estimate fits the budget, at most the recipe's: the demo
+        # recipe's subset suits two trainings, not the ~20 of a two-seed reproduction.
+        cap = min(d.subset, len(full_train)) if d.subset else len(full_train)
 
         def make(n: int) -> dict:
             return _placeholder_configs(load_config(wae_cfg, [f"data.subset={n}"]), base_cfg, False)
 
         n = auto_subset(
             make,
-            total_train=len(full_train),
+            total_train=cap,
             val_fraction=d.val_fraction,
             n_test=len(test),
             seeds=len(seeds),
             budget_s=opts.budget_minutes * 60.0,
         )
-        wae_cfg = load_config(wae_cfg, [f"data.subset={n}" if n else "data.subset=none"])
+        if n is None:  # the cap fits
+            source = "recipe" if d.subset else "auto"
+        else:
+            source = f"auto, fitted to {opts.budget_minutes:g} min" + (
+                f" (recipe: {d.subset})" if d.subset else ""
+            )
+            wae_cfg = load_config(wae_cfg, [f"data.subset={n}"])
         d = wae_cfg.data
     subset = d.subset
     n_all = min(subset, len(full_train)) if subset else len(full_train)
