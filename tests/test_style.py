@@ -17,7 +17,7 @@ def test_ruff_clean(args: list[str]) -> None:
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", *args, "src", "tests"],
+        [sys.executable, "-m", "ruff", *args, "src", "tests", "benchmarks"],
         cwd=ROOT,
         capture_output=True,
         text=True,
