@@ -158,6 +158,9 @@ class RuntimeConfig:
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
     deterministic: bool = False  # torch.use_deterministic_algorithms + no cudnn autotuning
     threads: int | None = None  # torch intra-op threads (default: torch's)
+    # NHWC weights and batches: oneDNN's fast path on CPU (1.2-1.3x faster training of the
+    # demo's nets on this machine) and tensor cores' on CUDA. Changes the arithmetic slightly.
+    channels_last: bool = True
     num_workers: int = 0  # data-loading processes per training process
     progress: Literal["auto", "on", "off"] = "auto"  # tqdm bars (auto: TTY and not CI)
     verbose: bool = True  # one summary line per epoch (rank 0)

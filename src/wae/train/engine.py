@@ -311,6 +311,16 @@ class _Trainer:
             "std": list(train.std),
         }
 
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        cl = self.cfg.runtime.channels_last
+        return torch.channels_last if cl else torch.contiguous_format
+
+    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) on the run's device, in its memory format."""
+        x = x.to(self.env.device, non_blocking=True)
+        return x.contiguous(memory_format=self._memory_format)
+
     def _build_model(self) -> None:
         c = self.cfg
         torch.manual_seed(c.seed)  # the same initial weights in every run with this seed
@@ -331,6 +341,8 @@ class _Trainer:
                 f"model.kwargs {c.model.kwargs} do not fit {c.model.name!r}: {e}."
             ) from e
         self.model = model.to(self.env.device)
+        if self.cfg.runtime.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.is_wae = isinstance(model, WAENet)
         for i, s in enumerate(c.stages, 1):
             self._check_stage_fits(i, s)
@@ -802,7 +814,7 @@ class _Trainer:
                 lr = sched.lr(epoch, step)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                x = x.to(env.device, non_blocking=True)
+                x = self._batch(x)
                 y = y.to(env.device, non_blocking=True)
                 with self.autocast():
                     total, terms, _ = runner(x, y)
@@ -881,7 +893,7 @@ class _Trainer:
         self.model.eval()
         try:
             for x, y in loader:
-                x = x.to(env.device, non_blocking=True)
+                x = self._batch(x)
                 y = y.to(env.device, non_blocking=True)
                 with self.autocast():
                     total, terms, logits = stage_mod(x, y)
@@ -965,6 +977,7 @@ class _Trainer:
                 num_workers=cfg.runtime.num_workers,
                 amp=self.amp,
                 env=env,
+                memory_format=self._memory_format,
             )
             result["test"]["split"] = cfg.eval.split
             t = result["test"]

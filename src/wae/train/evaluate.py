@@ -70,6 +70,7 @@ def evaluate(
     env: DistEnv | None = None,
     classes: Sequence[str] | None = None,
     progress: bool = False,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, Any]:
     """Accuracy of `model` ((N, C, H, W) -> logits (N, K)) on `dataset` ((image, label) items).
 
@@ -77,7 +78,8 @@ def evaluate(
     ``loss`` (mean cross-entropy) and ``noise``: one ``{"var", "std", "top1", "top5"}`` per
     variance in `noise_vars` (a variance of 0 gives the clean numbers). With `env` of several
     processes, each evaluates a strided shard and the counts are summed (exact, no padding).
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. ``memory_format``: that of the batches
+    (channels_last for a model trained so).
     """
     env = env or DistEnv()
     if device is None:
@@ -108,7 +110,7 @@ def evaluate(
         it = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
     try:
         for x, y, idx in it:
-            x = x.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             z = noise_for(idx, x.shape[1:], seed).to(device) if noise_vars else None
             for j, var in enumerate([None, *noise_vars]):
