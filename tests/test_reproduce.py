@@ -28,10 +28,11 @@ from wae.reproduce.methods import (
     estimate_seconds,
     resolve_recipe,
     split_stages,
+    wall_seconds,
 )
 from wae.reproduce.pruning import taylor_prune
 from wae.reproduce.report import write_report
-from wae.reproduce.runner import aggregate, make_il_init, run_status
+from wae.reproduce.runner import _resolve_jobs, aggregate, make_il_init, run_status
 from wae.train import load_config
 from wae.train.config import StageConfig, config_to_dict, fingerprint
 from wae.train.engine import StageModule
@@ -248,6 +249,23 @@ def test_budget_estimate_and_auto_subset(recipes):
         auto_subset(make, total_train=5000, val_fraction=0.1, n_test=10, seeds=1, budget_s=1e9)
         is None
     )  # everything fits: no subset
+    # Two seeds side by side fit a larger subset than one after the other, never a smaller one.
+    one = auto_subset(make, total_train=60000, val_fraction=0.1, n_test=1000, seeds=2, budget_s=big)
+    two = auto_subset(
+        make, total_train=60000, val_fraction=0.1, n_test=1000, seeds=2, budget_s=big, jobs=2
+    )
+    assert one is not None and two is not None and two > one
+
+
+def test_wall_seconds_and_jobs():
+    est = {"full": 100.0, "wae": 60.0, "fixed": 40.0}
+    assert wall_seconds(est) == 200.0
+    assert 40.0 + 160.0 / 2 < wall_seconds(est, jobs=2) < 200.0  # parallel, not perfectly
+    assert _resolve_jobs(ReproduceOptions(jobs=3), n_seeds=2) == 2  # at most one per seed
+    assert _resolve_jobs(ReproduceOptions(jobs=3, train_only=True), n_seeds=2) == 1
+    assert _resolve_jobs(ReproduceOptions(threads=64), n_seeds=2) == 1  # cores // threads
+    with pytest.raises(ReproduceError, match="--jobs"):
+        _resolve_jobs(ReproduceOptions(jobs=0), n_seeds=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +462,27 @@ def test_plan_only(tmp_path, capsys):
     )
     assert "estimated total" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()  # a plan writes nothing
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_quick_seeds_in_parallel_processes(tmp_path):
+    out = tmp_path / "p"
+    opts = ReproduceOptions(
+        output=str(out),
+        quick=True,
+        seeds=[0, 1],
+        jobs=2,
+        verbose=False,
+        photo_steps=5,
+        latency=False,
+    )
+    res = run_reproduce(opts)
+    assert res["plan"]["jobs"] == 2 and "parallel_training" in res["timing_s"]
+    assert set(res["methods"]["wae"]["per_seed"]) == {"0", "1"}
+    for seed in (0, 1):  # each seed trained in its own process, which logged it
+        log = (out / "logs" / f"seed{seed}.log").read_text()
+        assert f"== seed {seed} WAE" in log and f"== seed {1 - seed} " not in log
 
 
 @needs_fmnist

@@ -100,6 +100,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="torch intra-op threads for training and timing (default 1: on a shared 2-core "
         "machine one thread is faster than two, and the time estimate assumes it)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="seeds trained side by side, one process each (default: usable cores // "
+        "--threads, at most the number of seeds)",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (or reuse) the runs, then stop: no measurements, figures or report",
+    )
     p.add_argument("--no-latency", action="store_true", help="count MACs but do not time")
     p.add_argument("--plan", action="store_true", help="print the plan and exit")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
@@ -144,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
         plan_only=args.plan,
         verbose=not args.quiet,
         latency=not args.no_latency,
+        jobs=args.jobs,
+        train_only=args.train_only,
     )
     run_reproduce(opts)
-    if not args.plan:
+    if not (args.plan or args.train_only):
         print(f"report: {Path(output) / 'report.md'}")
     return 0

@@ -25,7 +25,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -103,6 +106,8 @@ class ReproduceOptions:
     verbose: bool = True
     latency: bool = True
     photo_steps: int | None = None  # colour-WAE steps for the photo figure (default by mode)
+    jobs: int | None = None  # seeds trained side by side (default: cores // threads)
+    train_only: bool = False  # train the runs, then stop (each --jobs process does this)
 
 
 class _Log:
@@ -434,10 +439,24 @@ def _placeholder_configs(wae_cfg: TrainConfig, base_cfg: TrainConfig, quick: boo
     )
 
 
+def _resolve_jobs(opts: ReproduceOptions, n_seeds: int) -> int:
+    """Seed processes to run side by side: --jobs, else as many as the usable cores hold at
+    --threads each; never more than the seeds."""
+    if opts.jobs is not None:
+        if opts.jobs < 1:
+            raise ReproduceError(f"--jobs must be at least 1, got {opts.jobs}.")
+        jobs = opts.jobs
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        jobs = max(1, (cores or 1) // max(1, opts.threads or 1))
+    return 1 if opts.train_only else min(jobs, n_seeds)
+
+
 def make_plan(opts: ReproduceOptions, log: _Log) -> tuple[Plan, TrainConfig, TrainConfig, dict]:
     """Decide subset, seeds and budgets; returns (plan, WAE config, baseline config, info)."""
     wae_cfg, base_cfg, recipe, base_recipe = _load_inputs(opts)
     seeds = list(opts.seeds) if opts.seeds else ([0] if opts.quick else [0, 1])
+    jobs = _resolve_jobs(opts, len(seeds))
     d = wae_cfg.data
     # Image size and channels as the engine resolves them (the data's, else the model's).
     mc = model_cfg(wae_cfg.model.name)
@@ -474,6 +493,7 @@ def make_plan(opts: ReproduceOptions, log: _Log) -> tuple[Plan, TrainConfig, Tra
             n_test=len(test),
             seeds=len(seeds),
             budget_s=opts.budget_minutes * 60.0,
+            jobs=jobs,
         )
         if n is None:  # the cap fits
             source = "recipe" if d.subset else "auto"
@@ -504,6 +524,7 @@ def make_plan(opts: ReproduceOptions, log: _Log) -> tuple[Plan, TrainConfig, Tra
             for k, c in configs.items()
         },
         estimate_s=est,
+        jobs=jobs,
     )
     info = {
         "recipe": str(recipe),
@@ -580,6 +601,8 @@ def print_plan(plan: Plan, statuses: dict[str, dict[int, str]], log: _Log, out: 
         )
         cells = " ".join(f"{statuses.get(m.key, {}).get(s, '-'):<11}" for s in plan.seeds)
         log(f"{m.key:<10} {desc:<44} {cells} {plan.estimate_s.get(m.key, 0) / 60:6.1f}")
+    if plan.jobs > 1:
+        log(f"the seeds train side by side in {plan.jobs} processes (--jobs)")
     log(
         f"estimated total: {plan.total_estimate_s / 60:.0f} min (nominal one-thread rates of "
         f"this project's 2-core machine, incl. {plan.estimate_s.get('fixed', 0) / 60:.0f} min "
@@ -597,6 +620,68 @@ def run_reproduce(opts: ReproduceOptions) -> dict[str, Any]:
         return _run(opts)
     finally:
         torch.set_num_threads(n_threads)
+
+
+def _train_seeds_in_processes(
+    opts: ReproduceOptions, plan: Plan, seeds: Sequence[int], out: Path, log: _Log
+) -> None:
+    """Train each seed's runs in its own `wae reproduce --train-only` process, `plan.jobs` at
+    a time; this process then finds every run complete and reuses it. The data subset is
+    passed explicitly, so every process trains exactly the planned configs."""
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    base = [sys.executable, "-m", "wae", "reproduce", "--train-only", "--output", str(out)]
+    base += ["--dataset", str(opts.dataset), "--threads", str(opts.threads or 1)]
+    if opts.data_dir is not None:
+        base += ["--data-dir", str(opts.data_dir)]
+    if opts.quick:
+        base.append("--quick")
+    else:  # one seed alone would fit a larger subset: pass the planned one
+        base += ["--subset", str(plan.subset) if plan.subset else "all"]
+    for flag, value in (("--recipe", opts.recipe), ("--baseline-recipe", opts.baseline_recipe)):
+        if value is not None:
+            base += [flag, str(Path(value).absolute())]
+    if opts.retrain_changed:
+        base.append("--retrain-changed")
+    if opts.overrides:
+        base += ["--set", *opts.overrides]
+    queue = list(seeds)
+    running: dict[int, tuple[subprocess.Popen, Path, Any]] = {}
+    failed: list[str] = []
+    log(f"training seeds {list(seeds)} in {plan.jobs} processes; logs in {logs}/seed<s>.log")
+    try:
+        while queue or running:
+            while queue and len(running) < plan.jobs:
+                seed = queue.pop(0)
+                path = logs / f"seed{seed}.log"
+                f = open(path, "w")  # closed when its process ends
+                proc = subprocess.Popen(
+                    [*base, "--seeds", str(seed)], stdout=f, stderr=subprocess.STDOUT
+                )
+                running[seed] = (proc, path, f)
+            time.sleep(1.0)
+            for seed, (proc, path, f) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                f.close()
+                del running[seed]
+                if proc.returncode == 0:
+                    log(f"seed {seed}: trained (log {path})")
+                else:
+                    tail = path.read_text(errors="replace").strip().splitlines()[-3:]
+                    failed.append(f"seed {seed} exited with {proc.returncode}: {' / '.join(tail)}")
+    finally:
+        for proc, _, f in running.values():  # interrupted: stop the others too
+            proc.terminate()
+            proc.wait()
+            f.close()
+    if failed:
+        raise ReproduceError(
+            "Training a seed in its own process failed (finished runs are kept; rerun the "
+            "same command to continue, or pass --jobs 1 to train in this process): "
+            + " | ".join(failed)
+            + f". Full logs: {logs}."
+        )
 
 
 def _run(opts: ReproduceOptions) -> dict[str, Any]:
@@ -635,6 +720,12 @@ def _run(opts: ReproduceOptions) -> dict[str, Any]:
 
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
+    done = ("reuse", "from wae")
+    pending = [s for s in plan.seeds if any(statuses[k].get(s) not in done for k in statuses)]
+    if plan.jobs > 1 and len(pending) > 1:
+        t0 = time.perf_counter()
+        _train_seeds_in_processes(opts, plan, pending, out, log)
+        timing["parallel_training"] = time.perf_counter() - t0
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
     used_cfgs: dict[str, dict[str, dict[str, Any]]] = {}
     pruning: dict[str, Any] = {}
@@ -694,6 +785,9 @@ def _run(opts: ReproduceOptions) -> dict[str, Any]:
                         **_summary(r),
                         "run_dir": str(_run_dir(out, "wae", seed) / "stage2"),
                     }
+
+    if opts.train_only:
+        return {"trained": {k: sorted(v) for k, v in per_seed.items()}, "timing_s": timing}
 
     # ---- aggregate ----------------------------------------------------------------------
     methods: dict[str, dict[str, Any]] = {}
