@@ -114,6 +114,45 @@ def test_cli_eval_table_and_json(checkpoint, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["noise"] == doc["noise"]
 
 
+@needs_fmnist
+def test_cli_eval_one_head(checkpoint, capsys):
+    from wae.checkpoint import load_model
+    from wae.data import build_dataset
+
+    ds = build_dataset("fashion-mnist", "test", subset=50, seed=0)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.tensor([ds[i][1] for i in range(len(ds))])
+    model, _ = load_model(checkpoint)
+    with torch.no_grad():
+        s_low, s_fused = model.forward_head(model.forward_features(x))
+    for head, scores in (("low", s_low), ("fused", s_fused), ("average", model(x))):
+        assert (
+            main(
+                [
+                    "eval",
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--subset",
+                    "50",
+                    "--json",
+                    "--head",
+                    head,
+                ]
+            )
+            == 0
+        )
+        doc = json.loads(capsys.readouterr().out)
+        expected = (scores.argmax(1) == y).double().mean().item() * 100
+        assert doc["head"] == head and doc["top1"] == pytest.approx(expected)
+
+
+def test_cli_eval_head_needs_a_wae(tmp_path, capsys):
+    plain = wae.create_model("small_vgg_28_full", num_classes=10, width=8)
+    ck = save_checkpoint(tmp_path / "plain", plain, meta={"dataset": "fashion-mnist"})
+    assert main(["eval", "--checkpoint", str(ck), "--head", "low"]) == 2
+    assert "--head low needs a WAE checkpoint" in capsys.readouterr().err
+
+
 def _image_folder(root: Path, classes: int) -> Path:
     for c in range(classes):
         (root / f"c{c}").mkdir(parents=True)

@@ -3,6 +3,7 @@
     wae eval --checkpoint runs/fm/final
     wae eval --checkpoint runs/fm/final --data fashion-mnist --noise-var 0.01 0.02 0.05 0.1
     wae eval --checkpoint runs/fm/final --json --output runs/fm/eval.json
+    wae eval --checkpoint runs/fm/final --head low      # a WAE's s_L alone (no I_H)
 
 The noise is zero-mean Gaussian of the given variances added to the [0, 1] images, seeded per
 image (--seed), not clamped (as in the paper).
@@ -13,6 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import torch
+from torch import nn
+
+_HEADS = ("average", "low", "fused")
+
+
+class _OneHead(nn.Module):
+    """A WAENet scored by one of its heads: s_L ("low") or s_c ("fused")."""
+
+    def __init__(self, model: nn.Module, head: str) -> None:
+        super().__init__()
+        self.model, self.index = model, _HEADS.index(head) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x))[self.index]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="V",
         help="also evaluate with Gaussian noise of these variances (e.g. 0.01 0.02 0.05 0.1)",
+    )
+    p.add_argument(
+        "--head",
+        choices=_HEADS,
+        default="average",
+        help="for a WAE: score with (s_L + s_c) / 2, the model's prediction (average), s_L "
+        "alone (low: I_L's branch) or s_c alone (fused)",
     )
     p.add_argument("--seed", type=int, default=0, help="noise (and subset) seed")
     p.add_argument("--batch-size", type=int, default=256)
@@ -91,6 +115,17 @@ def run(args: argparse.Namespace) -> int:
             f"{list(ds.classes)[:5]}...: the labels would not mean the same thing. Evaluate on "
             f"the dataset the checkpoint was trained on."
         )
+    if args.head != "average":
+        from ..models import WAENet
+
+        if not isinstance(model, WAENet) or (args.head == "fused" and model.head_fused is None):
+            raise CheckpointError(
+                f"--head {args.head} needs a WAE checkpoint with that head; "
+                f"{args.checkpoint} holds {type(model).__name__}"
+                + ("" if isinstance(model, WAENet) else " (a plain network has one output)")
+                + ". Drop --head."
+            )
+        model = _OneHead(model, args.head)
     device = resolve_device(args.device)
     model.to(device)
     result = evaluate(
@@ -107,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=str(dataset),
         split=args.split,
         model=doc["spec"].get("name") or doc["spec"].get("backbone"),
+        head=args.head,
         config=config,
     )
     if args.output:
@@ -116,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         header = [
             ("checkpoint", f"{args.checkpoint}  ({result['model']})"),
+            *([("head", args.head)] if args.head != "average" else []),
             ("data", f"{dataset} {args.split}"),
         ]
         print(format_eval(result, header))
