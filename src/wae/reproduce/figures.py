@@ -73,24 +73,27 @@ def decomposition_grid(
 def accuracy_vs_latency(
     points: Mapping[str, Mapping[str, Any]], path: str | Path, title: str, xlabel: str
 ) -> Path:
-    """points: {label: {"latency_ms", "top1", "top1_std" (or None)}} -> scatter with labels."""
+    """points: {label: {"latency_ms", "top1", "top1_std" (or None)}} -> scatter, one marker
+    per method named in a legend (text labels beside close points overlap)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for label, p in points.items():
+    fig, ax = plt.subplots(figsize=(8.0, 4.4))
+    markers = "osD^vP*X<>ph"
+    for i, (label, p) in enumerate(points.items()):
         if p.get("latency_ms") is None or p.get("top1") is None:
             continue
-        ax.errorbar(p["latency_ms"], p["top1"], yerr=p.get("top1_std") or 0.0, fmt="o", capsize=3)
-        ax.annotate(
-            label,
-            (p["latency_ms"], p["top1"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
+        ax.errorbar(
+            p["latency_ms"],
+            p["top1"],
+            yerr=p.get("top1_std") or 0.0,
+            fmt=markers[i % len(markers)],
+            capsize=3,
+            label=label,
         )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(plt, fig, path)
 
 
