@@ -1,7 +1,7 @@
 """`wae reproduce`: the paper's comparison on one dataset, end to end.
 
     wae reproduce --dataset fashion-mnist --quick            # smoke test, a few minutes
-    wae reproduce --dataset fashion-mnist                    # the full run (~1 h on 2 cores)
+    wae reproduce --dataset fashion-mnist                    # the full run (~40 min on 2 cores)
     wae reproduce --dataset fashion-mnist --plan             # print the plan, train nothing
     wae reproduce --dataset /data/faces --set data.input_size=32 model.name=wae_small_vgg_32
 
