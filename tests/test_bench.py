@@ -69,17 +69,6 @@ def test_time_parts_table() -> None:
 # --- optimize_for_inference ------------------------------------------------------------------
 
 
-def _nontrivial(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    if isinstance(model, WAENet):
-        model.calibrate_norms([x])
-    return model.eval()
-
-
 MODELS = {
     "wae": lambda: wae.create_model("wae_small_vgg_28"),
     "full": lambda: wae.create_model("small_vgg_28_full"),
@@ -97,9 +86,9 @@ CASES = [(name, None) for name in MODELS] + [("wae", False), ("half", False)]
 
 
 @pytest.mark.parametrize(("name", "fuse"), CASES)
-def test_optimize_keeps_outputs(name: str, fuse: bool | None) -> None:
+def test_optimize_keeps_outputs(name: str, fuse: bool | None, randomise_stats) -> None:
     x = torch.rand(3, 1, 28, 28)
-    model = _nontrivial(MODELS[name](), x)
+    model = randomise_stats(MODELS[name](), x)
     with torch.no_grad():
         ref = model(x)
     opt = optimize_for_inference(model, fuse_mkldnn=fuse, check=x, atol=1e-5)
@@ -117,7 +106,7 @@ def test_optimize_keeps_outputs(name: str, fuse: bool | None) -> None:
     copy.deepcopy(opt)  # packed oneDNN weights must not break copying
 
 
-def test_fused_residual_block() -> None:
+def test_fused_residual_block(randomise_stats) -> None:
     """conv -> BN -> (+ identity) -> ReLU, the ResNet bottleneck's tail, becomes one op."""
 
     class Block(nn.Module):
@@ -135,7 +124,7 @@ def test_fused_residual_block() -> None:
             return torch.relu(out)
 
     x = torch.randn(2, 8, 9, 9)
-    block = _nontrivial(Block(), x)
+    block = randomise_stats(Block(), x)
     opt = optimize_for_inference(block, check=x)
     if torch.backends.mkldnn.is_available():
         fused = [m for m in opt.modules() if isinstance(m, FusedConv2d)]

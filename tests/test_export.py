@@ -28,20 +28,6 @@ from wae.models.plain import HalfResize
 ATOL = 1e-4
 
 
-def _randomise_stats(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Make a fresh model's BatchNorms and FixedNorms non-trivial, as after training."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-    if isinstance(model, WAENet):
-        model.calibrate_norms([images])
-    return model.eval()
-
-
 def _fashion_mnist(n: int, input_size: int = 28, in_chans: int = 1) -> torch.Tensor:
     from wae.data import DataError, build_dataset
 
@@ -72,10 +58,10 @@ SMALL = {
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_parity_on_fashion_mnist(name: str, tmp_path: Path) -> None:
+def test_parity_on_fashion_mnist(name: str, tmp_path: Path, randomise_stats) -> None:
     build, size, chans = SMALL[name]
     images = _fashion_mnist(6, size, chans)
-    model = _randomise_stats(build(), images)
+    model = randomise_stats(build(), images)
     path = export_onnx(model, tmp_path / f"{name}.onnx", size, in_chans=chans)
     session = onnx_session(path, threads=1)
     for batch in (1, 5):  # neither is the traced batch (2): the batch axis is really dynamic
