@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from wae import cost
-from wae.bench import _export_part, _wae_part_modules, build_models
-from wae.export import export_onnx, onnx_session
+from wae.bench import build_models, wae_parts
+from wae.export import export_module, export_onnx, onnx_session
 from wae.optimize import optimize_for_inference
 
 
@@ -75,8 +75,10 @@ def main() -> None:
             cands[f"{name}/eager"] = (_torch(m, False), (x,))
             cands[f"{name}/channels_last"] = (_torch(cl, True), (x,))
             cands[f"{name}/optimized"] = (_torch(opt, True), (x,))
-            cands[f"{name}/ort"] = (_ort(export_onnx(m, wd / f"{name}.onnx", size)), (x,))
-            p = export_onnx(opt_export, wd / f"{name}-opt.onnx", size)
+            chans = info["in_chans"]
+            p = export_onnx(m, wd / f"{name}.onnx", size, in_chans=chans)
+            cands[f"{name}/ort"] = (_ort(p), (x,))
+            p = export_onnx(opt_export, wd / f"{name}-opt.onnx", size, in_chans=chans)
             cands[f"{name}/ort_optimized"] = (_ort(p), (x,))
             if name == "wae" and not args.no_parts:
                 variants = {
@@ -86,13 +88,13 @@ def main() -> None:
                     "ort_optimized": opt_export,
                 }
                 for vname, model in variants.items():
-                    for pname, (mod, pargs) in _wae_part_modules(model, x).items():
+                    for pname, (mod, pargs) in wae_parts(model, x).items():
                         if pname == "whole":
                             continue
                         key = f"wae:{pname}/{vname}"
                         if vname.startswith("ort"):
                             path = wd / f"part-{vname}-{pname.replace(' ', '_')}.onnx"
-                            _export_part(mod, pargs, path)
+                            export_module(mod, pargs, path)
                             cands[key] = (_ort(path), tuple(a.contiguous() for a in pargs))
                         else:
                             cl_args = tuple(

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import wae
-from wae.bench import format_parts_markdown, time_parts
-from wae.cli import main
+from wae.bench import format_parts_markdown, time_parts, wae_parts
+from wae.cli import build_parser, main
 from wae.models import WAENet
 from wae.optimize import FusedConv2d, OptimizeError, WAEInference, optimize_for_inference
 
@@ -64,6 +64,27 @@ def test_time_parts_table() -> None:
     assert sum(res["mac_share"].values()) == pytest.approx(1.0)
     md = format_parts_markdown(res)
     assert "| encoder |" in md and "| layout conversions |" in md and "| whole |" in md
+
+
+def test_wae_parts_are_the_model_s_own() -> None:
+    """The parts time_parts times are WAENet's modules, and together compute its output."""
+    model = wae.create_model("wae_small_vgg_28").eval()
+    x = torch.rand(2, 1, 28, 28)
+    parts = wae_parts(model, x)
+    assert list(parts) == ["encoder", "I_L network", "I_H network", "heads", "whole"]
+    assert parts["I_L network"][0] is model.low_net and parts["I_H network"][0] is model.high_net
+    assert parts["whole"][0] is model
+    with torch.no_grad():
+        low, high = parts["encoder"][0](x)
+        f_low, f_high = parts["I_L network"][0](low), parts["I_H network"][0](high)
+        assert torch.equal(parts["heads"][0](f_low, f_high), model(x))
+    opt = optimize_for_inference(model)
+    assert parts["heads"][1][0].shape == wae_parts(opt, x)["heads"][1][0].shape
+
+
+def test_bench_writes_under_runs_by_default() -> None:
+    args = build_parser().parse_args(["bench", "--quick"])
+    assert args.output_dir == Path("runs/bench")
 
 
 # --- optimize_for_inference ------------------------------------------------------------------

@@ -35,3 +35,29 @@ def test_profile_unknown_backbone_exits_2(capsys: pytest.CaptureFixture[str]) ->
     assert main(["profile", "--backbone", "resnet5", "--no-latency"]) == 2
     err = capsys.readouterr().err
     assert "Unknown backbone 'resnet5'" in err and "Traceback" not in err
+
+
+def test_profile_help_describes_and_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["profile", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "half size" in out and "inside WAE" in out  # the description
+    assert "examples:" in out and "wae profile --backbone" in out
+    words = " ".join(out.split())  # help wraps to the terminal's width
+    assert "(default: vgg16)" in words and "(default: 224)" in words
+
+
+def test_profile_out_of_memory_suggests_smaller(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wae.cost.baselines as baselines
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr(baselines, "compare", oom)
+    argv = "profile --backbone small_vgg --input-size 28 --in-chans 1 --num-classes 10"
+    assert main([*argv.split(), "--no-latency"]) == 2
+    err = capsys.readouterr().err
+    assert "smaller input size or batch size" in err and "Traceback" not in err

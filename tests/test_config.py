@@ -174,6 +174,22 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(empty)
 
 
+def test_a_runs_config_json_loads_back(minimal, tmp_path):
+    """OUT/config.json is a config: resuming needs none of the --set values again."""
+    cfg = load_config(minimal, ["data.subset=600", "stages.2.lr=0.02", "seed=3"])
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"config": config_to_dict(cfg), "fingerprint": fingerprint(cfg)}))
+    again = load_config(saved)
+    assert config_to_dict(again) == config_to_dict(cfg) and fingerprint(again) == fingerprint(cfg)
+    assert load_config(saved, ["stages.2.lr=0.5"]).stages[1].lr == 0.5  # overrides still apply
+    (tmp_path / "other.json").write_text(json.dumps(config_to_dict(cfg)))
+    with pytest.raises(ConfigError, match="not the config.json of a run"):
+        load_config(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(tmp_path / "broken.json")
+
+
 def test_fingerprints(minimal):
     base = load_config(minimal)
     # runtime, name and data_dir do not change what a run computes

@@ -16,9 +16,12 @@ from torch import nn
 
 from wae.cost import (
     OTHER,
+    PAPER_BOUND,
+    BaselineComparison,
     Latency,
     ModelProfile,
     compare,
+    compare_baselines,
     comparison_to_dict,
     count_ops,
     format_table,
@@ -26,6 +29,7 @@ from wae.cost import (
     measure_latency,
     profile,
 )
+from wae.errors import WAEError
 
 FAST = {"min_run_time": 0.01, "warmup": 1}
 
@@ -314,3 +318,107 @@ def test_profile_without_latency_and_machine_info() -> None:
     assert info["threads"] == torch.get_num_threads()
     assert isinstance(info["cpu_model"], str) and info["cpu_model"]
     json.dumps(info)
+
+
+# ------------------------------------------------------------------------------ printing
+
+
+def test_profile_prints_as_compact_table() -> None:
+    p = profile(ToyWAE(), 16, parts=WAE_PARTS, name="toy", **FAST)
+    text = str(p)
+    assert repr(p) == text and len(text) < 1000  # not the ~1,500-character dataclass repr
+    lines = text.splitlines()
+    assert lines[2].split() == [
+        "model",
+        "GMACs",
+        "params",
+        "(M)",
+        "latency",
+        "(ms)",
+        "n",
+        "mem",
+        "format",
+    ]
+    assert "speed-up" not in text  # one model: no reference to compare against
+    assert lines[4].startswith("toy") and f"{p.macs / 1e9:.3f}" in lines[4]
+    assert f"{p.latency.median_ms:.3f} ± {p.latency.iqr_ms:.3f}" in lines[4]
+    assert all(label in text for label in WAE_PARTS)
+    counted = str(profile(tiny_convnet(4), 8, latency=False))
+    assert "model " in counted and "dtype" not in counted.splitlines()[0]
+
+
+def test_comparison_is_a_dict_that_prints_as_its_table(comparison: dict) -> None:
+    assert isinstance(comparison, dict)
+    assert str(comparison) == repr(comparison) == format_table(comparison)
+    assert comparison.to_dict() == comparison_to_dict(comparison)
+
+
+def test_machine_info_counts_usable_cores_once() -> None:
+    from wae.runtime import usable_cores
+
+    assert machine_info()["usable_cores"] == usable_cores()
+
+
+# ------------------------------------------------------------------------------ baselines
+
+
+@pytest.fixture(scope="module")
+def small_wae() -> torch.nn.Module:
+    from wae import WAENet
+
+    return WAENet.from_backbone("small_vgg", num_classes=10, in_chans=1, input_size=28)
+
+
+def test_profile_with_baselines_compares_the_trio(small_wae: torch.nn.Module) -> None:
+    res = profile(small_wae, 28, baselines=True, latency=False)
+    assert isinstance(res, BaselineComparison) and res["backbone"] == "small_vgg"
+    assert list(res["profiles"]) == ["baseline", "half_res", "wae"]
+    assert res["reference"] == "baseline" and res["settings"]["input_shape"] == [1, 1, 28, 28]
+    # The caller's own model is the "wae" entry; the two baselines follow its spec.
+    ref = compare_baselines("small_vgg", 28, num_classes=10, in_chans=1, latency=False)
+    for name in ("baseline", "half_res", "wae"):
+        assert res["profiles"][name].macs == ref["profiles"][name].macs
+        assert res["profiles"][name].params == ref["profiles"][name].params
+    assert res["mac_ratio"]["wae"] == pytest.approx(
+        res["profiles"]["baseline"].macs / res["profiles"]["wae"].macs
+    )
+    text = str(res)
+    assert text.startswith(format_table(res)) and text.endswith(res.summary())
+    assert f"{PAPER_BOUND:.2f}x" in text and "not measured" in text
+    doc = json.loads(json.dumps(res.to_report()))
+    assert list(doc)[:3] == ["baseline", "half_res", "wae"] and doc["backbone"] == "small_vgg"
+
+
+def test_baselines_need_a_backbone_name() -> None:
+    with pytest.raises(WAEError, match="backbone"):
+        profile(tiny_convnet(4), 16, baselines=True, latency=False)
+
+
+def test_out_of_memory_advises_a_smaller_input(
+    monkeypatch: pytest.MonkeyPatch, small_wae: torch.nn.Module
+) -> None:
+    import wae.cost.baselines as baselines
+    from wae.models import BackboneError
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr(baselines, "compare", oom)
+    with pytest.raises(WAEError, match="smaller input size or batch size") as info:
+        compare_baselines(small_wae, 28, latency=False)
+    assert "larger" not in str(info.value)
+
+    def probe_oom(*args: object, **kwargs: object) -> None:
+        # WAENet's shape probe wraps the allocator's error in a BackboneError.
+        try:
+            oom()
+        except RuntimeError as e:
+            raise BackboneError("The backbone cannot run ... Use a larger input_size") from e
+
+    monkeypatch.setattr(baselines, "_build", probe_oom)
+    with pytest.raises(WAEError, match="smaller input size") as info:
+        compare_baselines("small_vgg", 20000, latency=False)
+    assert "larger" not in str(info.value)
+    monkeypatch.setattr(baselines, "_build", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else passes through untouched
+        compare_baselines("small_vgg", 28, latency=False)

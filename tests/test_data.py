@@ -59,6 +59,20 @@ def test_idx_round_trip(tmp_path, suffix, dtype):
     out[0, 0, 0] = 1  # writable, native-endian copy
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_matches_torchvision(tmp_path, dtype):
+    # Our reader exists for gzip and clear errors (see wae/data/idx.py); on plain files it must
+    # read exactly what torchvision's IDX parser reads.
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    arr = (np.arange(2 * 3 * 4) * 37 - 300).astype(dtype).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte"
+    write_idx(path, arr)
+    ours, theirs = read_idx(path), read_sn3_pascalvincent_tensor(str(path)).numpy()
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_idx_header_layout(tmp_path):
     path = tmp_path / "labels-idx1-ubyte"
     write_idx(path, np.array([3, 1, 4], dtype=np.uint8))

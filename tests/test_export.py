@@ -17,6 +17,7 @@ from wae.export import (
     ExportError,
     MatrixResize,
     check_parity,
+    export_module,
     export_onnx,
     onnx_metadata,
     onnx_session,
@@ -24,6 +25,7 @@ from wae.export import (
 )
 from wae.models import WAENet
 from wae.models.plain import HalfResize
+from wae.optimize import WAEInference
 
 ATOL = 1e-4
 
@@ -87,6 +89,50 @@ def test_metadata_and_static_batch(tmp_path: Path) -> None:
     sess = onnx_session(static, threads=1)
     assert [d for d in sess.get_inputs()[0].shape] == [1, 1, 28, 28]
     assert check_parity(model, sess, torch.rand(1, 1, 28, 28)) <= ATOL
+
+
+#: The input contract's metadata keys; the README names them, so a rename must show here.
+CONTRACT = {
+    "input_name": "input",
+    "dtype": "float32",
+    "layout": "NCHW",
+    "pixel_range": [0, 1],
+    "normalization_in_graph": True,
+}
+
+
+@pytest.mark.parametrize("name", ["wae_small_vgg_28", "small_vgg_28_half", "wae_small_vgg_32"])
+def test_metadata_input_contract(name: str, tmp_path: Path) -> None:
+    model = wae.create_model(name)
+    chans = model.in_chans if isinstance(model, WAENet) else 1
+    got = onnx_metadata(export_onnx(model, tmp_path / "m.onnx", (32, 28), in_chans=chans))
+    assert {k: got[k] for k in CONTRACT} == CONTRACT
+    assert got["input_size"] == [32, 28] and got["in_chans"] == chans
+    assert got["input_shape"] == ["batch", chans, 32, 28]
+    sentence = got["input_contract"]
+    assert "NCHW" in sentence and "[0, 1]" in sentence and "do not subtract a mean" in sentence
+
+    # A caller can state another contract; the sentence follows it.
+    meta = {"normalization_in_graph": False}
+    got = onnx_metadata(
+        export_onnx(model, tmp_path / "n.onnx", (32, 28), in_chans=chans, metadata=meta)
+    )
+    assert got["normalization_in_graph"] is False and "the graph does not" in got["input_contract"]
+
+
+def test_export_module_with_two_inputs(tmp_path: Path) -> None:
+    """A part of WAENet (its heads: (f_L, f_H) -> scores) exports like a whole model."""
+    model = wae.create_model("wae_small_vgg_28").eval()
+    with torch.no_grad():
+        feats = model.forward_features(torch.rand(3, 1, 28, 28))
+        ref = model.combine_heads(*model.forward_head(feats))
+    heads = WAEInference.from_wae_net(model).head
+    path = export_module(heads, feats, tmp_path / "heads.onnx", input_names=["f_low", "f_high"])
+    sess = onnx_session(path, threads=1)
+    out = sess.run(None, {"f_low": feats[0].numpy(), "f_high": feats[1].numpy()})[0]
+    assert (torch.from_numpy(out) - ref).abs().max() <= ATOL
+    meta = onnx_metadata(path)
+    assert meta["opset"] == 17 and "pixel_range" not in meta
 
 
 def test_matrix_resize_is_exact() -> None:

@@ -259,7 +259,8 @@ def test_max_epochs_this_run_then_resume(baseline_run, tmp_path):
     res = run_training(cfg, out)
     assert res["stopped"] and not res["complete"] and not (out / "final").exists()
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["epoch"] == 1
-    res = run_training(cfg, out, resume=True)
+    # The run's own config.json resumes it: nothing given at the start is needed again.
+    res = run_training(out / "config.json", out, resume=True)
     assert res["complete"]
     assert same(weights(out / "final"), weights(baseline_run[0] / "final"))
     assert res["test"] == baseline_run[1]["test"]

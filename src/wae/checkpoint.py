@@ -25,14 +25,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import WAEError
+from .models.spec import MAX_SIZE, SpecError, validate_spec
 
 __all__ = [
     "CheckpointError",
+    "atomic_save_tensors",
     "atomic_write_bytes",
     "atomic_write_json",
     "load_checkpoint",
     "load_model",
     "model_spec",
+    "read_meta",
     "save_checkpoint",
 ]
 
@@ -45,8 +48,31 @@ class CheckpointError(WAEError, ValueError):
     """A checkpoint that is missing, corrupt, or does not fit what it is loaded into."""
 
 
+def _umask() -> int:
+    """The process umask. Read from /proc where it exists: setting the umask to read it back
+    (the portable way) changes it for every thread of the process for a moment."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(tmp: str | os.PathLike) -> None:
+    """Give a mkstemp file (always 0600) the mode `open()` would: 0666 minus the umask."""
+    os.chmod(tmp, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory + rename."""
+    """Write `data` to `path` via a temporary file in the same directory + rename.
+
+    The file gets the permissions an ordinary write would give it (0666 minus the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,6 +81,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _normal_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -62,15 +89,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented, key-sorted JSON, written as :func:`atomic_write_bytes` does."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: dict) -> None:
+def atomic_save_tensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: dict[str, str]
+) -> None:
+    """Save `tensors` as safetensors (with header `meta`) to `path` atomically, normal mode."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         # safetensors refuses shared or non-contiguous storage: give it plain copies.
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp, meta)
+        _normal_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,13 +138,17 @@ def save_checkpoint(
         "meta": dict(meta or {}),
         "config": dict(config or {}),
     }
-    _atomic_save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
+    atomic_save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
     atomic_write_json(directory / META, doc)  # last: its presence marks a complete checkpoint
     return directory
 
 
-def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read (model.json document, state_dict) from a checkpoint directory; nothing unpickled."""
+def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's model.json document, format-checked; the weights are not read.
+
+    The one reader of checkpoint metadata: everything that needs a checkpoint's spec, meta
+    (dataset, classes, input size, stage fingerprint) or config goes through here.
+    """
     directory = Path(directory)
     if not (directory / META).is_file() or not (directory / WEIGHTS).is_file():
         raise CheckpointError(
@@ -120,13 +157,50 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
         )
     try:
         doc = json.loads((directory / META).read_text())
-        state = load_file(directory / WEIGHTS)
     except Exception as e:
         raise CheckpointError(f"Could not read the checkpoint in {directory}: {e}") from e
-    if doc.get("format_version") != FORMAT_VERSION or "spec" not in doc:
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format_version") != FORMAT_VERSION
+        or not isinstance(doc.get("spec"), dict)
+    ):
         raise CheckpointError(
             f"{directory / META} is not a wae checkpoint of format {FORMAT_VERSION}."
         )
+    for key in ("meta", "config"):
+        if not isinstance(doc.setdefault(key, {}), dict):
+            raise CheckpointError(f"{directory / META}: '{key}' must be a JSON object.")
+    _check_meta(doc["meta"], directory / META)
+    try:
+        doc["spec"] = validate_spec(doc["spec"], f"{directory / META}: spec")
+    except SpecError as e:
+        raise CheckpointError(str(e)) from None
+    return doc
+
+
+def _check_meta(meta: dict[str, Any], where: Path) -> None:
+    """The metadata fields that size data and models: bounded like the spec's."""
+    size, chans, classes = meta.get("input_size"), meta.get("in_chans"), meta.get("classes")
+    bad = None
+    if size is not None and not (type(size) is int and 8 <= size <= MAX_SIZE):
+        bad = f"'input_size' must be an integer from 8 to {MAX_SIZE}, got {size!r}"
+    elif chans is not None and not (type(chans) is int and 1 <= chans <= 4):
+        bad = f"'in_chans' must be 1 to 4, got {chans!r}"
+    elif classes is not None and not (
+        isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    ):
+        bad = "'classes' must be a list of class names"
+    if bad:
+        raise CheckpointError(f"{where}: meta {bad}. Use a checkpoint written by wae, unedited.")
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read (model.json document, state_dict) from a checkpoint directory; nothing unpickled."""
+    doc = read_meta(directory)
+    try:
+        state = load_file(Path(directory) / WEIGHTS)
+    except Exception as e:
+        raise CheckpointError(f"Could not read the checkpoint in {directory}: {e}") from e
     return doc, state
 
 

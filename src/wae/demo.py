@@ -1,8 +1,9 @@
 """`wae demo`: the README's main job, end to end on the embedded Fashion-MNIST.
 
 Trains WAE + SmallVGG through the paper's three stages and the full-resolution SmallVGG with
-the same engine (recipes/fashion_mnist.toml and recipes/fashion_mnist_baseline.toml), then
-measures both in one run and writes:
+the same engine (the packaged recipes ``fashion_mnist`` and ``fashion_mnist_baseline``, or the
+files of those names in ``recipe_dir`` / $WAE_RECIPES), then measures both in one run and
+writes:
 
     OUT/results.json   {"wae": {top1, top5, macs, latency_ms, ...}, "baseline": {...},
                         "speedup", "mac_ratio", settings, machine, ...}
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +43,38 @@ QUICK_OVERRIDES = (
 QUICK_STAGE_EPOCHS = 1
 
 
+def _user_recipe_dir(recipe_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The folder of the user's own demo recipes (`recipe_dir`, else $WAE_RECIPES), if any."""
+    folder = recipe_dir if recipe_dir is not None else os.environ.get("WAE_RECIPES") or None
+    return None if folder is None else Path(folder)
+
+
 def default_recipe_dir() -> Path:
-    """recipes/ of the source checkout (recipes live outside the importable package)."""
-    env = os.environ.get("WAE_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "recipes"
+    """The folder the demo's recipes come from: $WAE_RECIPES if set, else the packaged one."""
+    return _user_recipe_dir(None) or Path(str(resources.files("wae") / "recipes"))
+
+
+def _recipes(recipe_dir: str | os.PathLike[str] | None) -> dict[str, str | Path]:
+    """{"wae": recipe, "baseline": recipe}: the packaged recipes by name, or the two files in
+    the user's folder (see _user_recipe_dir) when there is one."""
+    folder = _user_recipe_dir(recipe_dir)
+    if folder is None:
+        return {"wae": Path(WAE_RECIPE).stem, "baseline": Path(BASELINE_RECIPE).stem}
+    return {"wae": _recipe(folder, WAE_RECIPE), "baseline": _recipe(folder, BASELINE_RECIPE)}
 
 
 def _recipe(recipe_dir: Path, name: str) -> Path:
     path = recipe_dir / name
     if not path.is_file():
         raise WAEError(
-            f"The demo recipe {path} does not exist. Run `wae demo` from a source checkout of "
-            f"wae (it reads recipes/{name}), or point --recipes or WAE_RECIPES at a folder "
-            f"holding {WAE_RECIPE} and {BASELINE_RECIPE}."
+            f"The demo recipe {path} does not exist. Point --recipes or WAE_RECIPES at a folder "
+            f"holding {WAE_RECIPE} and {BASELINE_RECIPE} (e.g. `wae recipes fashion_mnist > "
+            f"DIR/{WAE_RECIPE}`), or drop both to use the packaged recipes."
         )
     return path
 
 
-def _quick(recipe: Path) -> list[str]:
+def _quick(recipe: str | Path) -> list[str]:
     from .train import load_config
 
     n = len(load_config(recipe).stages)
@@ -87,12 +103,11 @@ def run_demo(
 
     t0 = time.perf_counter()
     out = Path(output).expanduser().absolute()
-    rdir = Path(recipe_dir) if recipe_dir is not None else default_recipe_dir()
-    runs = {"wae": _recipe(rdir, WAE_RECIPE), "baseline": _recipe(rdir, BASELINE_RECIPE)}
+    runs = _recipes(recipe_dir)
     trained: dict[str, dict[str, Any]] = {}
     for key, recipe in runs.items():
         extra = _quick(recipe) if quick else []
-        log(f"[demo] training {key} ({recipe.name}) into {out / key}")
+        log(f"[demo] training {key} ({Path(recipe).name}) into {out / key}")
         trained[key] = run_training(
             recipe,
             out / key,
@@ -198,12 +213,9 @@ def _decomposition_figure(model: torch.nn.Module, config: dict[str, Any], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data import build_dataset
+    from .train import build_datasets
 
-    data = config["data"]
-    ds = build_dataset(
-        data["dataset"], "test", data_dir=data.get("data_dir"), train_transforms=False
-    )
+    ds = build_datasets(config, ["test"])["test"]  # the images the run was tested on
     x = torch.stack([ds[i][0] for i in range(6)])
     parts = model.decompose(x, decode=True)
     rows = [("input", x), ("I_L", parts.low), ("I_H", parts.high)]

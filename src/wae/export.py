@@ -17,10 +17,28 @@ matrices read off the module itself at the size it runs at), two ``MatMul`` at a
 The spatial size is fixed at export time (the VGG heads flatten the feature maps anyway);
 only the batch dimension can be dynamic.
 
-Metadata (``metadata_props``, all strings, JSON where structured): ``input_name``,
-``input_shape`` (e.g. ``["batch", 3, 224, 224]``), ``output_name``, ``output_shape``,
-``layout``, ``dtype``, ``model``, ``spec`` (how wae rebuilds it), ``producer``, ``opset``,
-and whatever the caller passes in ``metadata`` (``mean``, ``std``, ``classes``, ...).
+Metadata (``metadata_props``, all strings, JSON where structured). The input contract, what
+a caller must feed the graph:
+
+* ``input_name`` (``"input"``), ``input_shape`` (e.g. ``["batch", 3, 224, 224]``),
+  ``dtype`` (``"float32"``);
+* ``layout``: ``"NCHW"``;
+* ``input_size``: ``[H, W]``; ``in_chans``: C;
+* ``pixel_range``: ``[0, 1]``, the pixel scale the model was trained on (0-255 images are
+  divided by 255, nothing else);
+* ``normalization_in_graph``: ``true``: whatever normalisation the model needs is inside the
+  graph (WAENet standardises I_L and I_H with fixed statistics; the plain baselines were
+  trained on unnormalised pixels), so the caller applies no mean/std. ``mean``/``std``, when
+  present, are the training data's statistics, recorded for information only;
+* ``input_contract``: the above as one sentence, for a person reading the file (Netron).
+
+Then ``output_name`` (``"logits"``), ``output_shape`` (``["batch", K]``), ``model`` (the
+class), ``spec`` (how wae rebuilds it), ``producer``, ``opset``, and whatever the caller
+passes in ``metadata`` (``mean``, ``std``, ``classes``, ...), which overrides any of the
+above (e.g. ``{"normalization_in_graph": False}`` for a model that expects normalised input).
+
+:func:`export_module` exports any module on any example inputs (e.g. one part of a WAENet,
+for per-part timing) with the same exporter and stand-ins; it records no input contract.
 """
 
 from __future__ import annotations
@@ -39,11 +57,13 @@ import torch
 from torch import nn
 
 from .errors import WAEError
+from .runtime import usable_cores
 
 __all__ = [
     "ExportError",
     "MatrixResize",
     "check_parity",
+    "export_module",
     "export_onnx",
     "onnx_metadata",
     "onnx_session",
@@ -106,9 +126,9 @@ def _needs_matrix(m: nn.Module, size: tuple[int, int]) -> bool:
     return False
 
 
-def _exportable(model: nn.Module, example: torch.Tensor) -> nn.Module:
+def _exportable(model: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
     """`model` with every module the exporter cannot handle (see _needs_matrix) replaced by an
-    exact MatrixResize for the size it sees on `example`.
+    exact MatrixResize for the size it sees on `model(*args)`.
 
     Only the modules on the path to a replaced one are copied (shallowly); every other module,
     and every weight, is shared with `model`, so this costs no memory for VGG16-sized nets.
@@ -133,7 +153,7 @@ def _exportable(model: nn.Module, example: torch.Tensor) -> nn.Module:
     handles = [m.register_forward_pre_hook(record(n)) for n, m in candidates.items()]
     try:
         with torch.no_grad():
-            model(example)
+            model(*args)
     finally:
         for h in handles:
             h.remove()
@@ -151,7 +171,7 @@ def _exportable(model: nn.Module, example: torch.Tensor) -> nn.Module:
             parent._modules[part] = child
             parent = child
         original = parent._modules[leaf]
-        device = example.device
+        device = args[0].device
         matrix = MatrixResize(original, seen[name]).to(device)
         probe = torch.rand(1, 2, *seen[name], device=device)
         with torch.no_grad():
@@ -197,25 +217,100 @@ def export_onnx(
 ) -> Path:
     """Export `model`'s inference path (eval mode) to an ONNX file; returns its path.
 
-    The graph takes ``input`` (N, in_chans, H, W) float32 and returns ``logits`` (N, K); N is
-    symbolic ("batch") when `dynamic_batch`, else `batch_size`. `metadata` entries are stored
-    as ``metadata_props`` (strings kept, anything else JSON-encoded), after the built-in ones
-    listed in the module docstring. The file is written atomically (temporary name + rename).
+    The graph takes ``input`` (N, in_chans, H, W) float32 pixels in [0, 1] and returns
+    ``logits`` (N, K); N is symbolic ("batch") when `dynamic_batch`, else `batch_size`. The
+    input contract and `metadata` are stored as ``metadata_props`` (module docstring; strings
+    kept, anything else JSON-encoded). The file is written atomically (temporary name + rename).
     """
-    import onnx
-
     h, w = _pair(input_size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    device = _device_of(model)
     # Batch 2, not 1: a tracer seeing batch 1 can mistake the batch axis for a broadcast one.
     n = 2 if dynamic_batch else int(batch_size)
-    dummy = torch.rand(n, in_chans, h, w, device=device)
+    dummy = torch.rand(n, in_chans, h, w, device=_device_of(model))
+    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    proto = _to_onnx(model, (dummy,), [INPUT_NAME], [OUTPUT_NAME], dynamic, opset)
+    num_classes = proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or None
+    batch: str | int = "batch" if dynamic_batch else n
+    props: dict[str, Any] = {
+        "input_name": INPUT_NAME,
+        "input_shape": [batch, in_chans, h, w],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "input_size": [h, w],
+        "in_chans": in_chans,
+        "pixel_range": [0, 1],
+        "normalization_in_graph": True,  # wae trains every model on unnormalised pixels
+        "output_name": OUTPUT_NAME,
+        "output_shape": [batch, num_classes],
+    }
+    spec = getattr(model, "wae_spec", None)
+    if spec is not None:
+        props["spec"] = spec
+    props.update(metadata or {})
+    props.setdefault("input_contract", _contract(props))
+    proto.doc_string = (
+        f"{type(model).__name__} exported by wae: input '{INPUT_NAME}' {props['input_shape']} "
+        f"NCHW float32 -> '{OUTPUT_NAME}' {props['output_shape']}. {props['input_contract']}"
+    )
+    return _save(proto, path, model, opset, props)
+
+
+def export_module(
+    module: nn.Module,
+    args: Sequence[torch.Tensor],
+    path: str | os.PathLike[str],
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int = 17,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export ``module(*args)`` (eval mode, shapes fixed at `args`) to an ONNX file.
+
+    The general form of :func:`export_onnx` for any module and inputs, e.g. one part of a
+    WAENet (its encoder x -> (I_L, I_H), or its heads (f_L, f_H) -> scores): the same exporter
+    and stand-ins, ``model``/``producer``/``opset`` and `metadata` as ``metadata_props``, but no
+    input contract (the inputs need not be images). Input names default to the exporter's.
+    Written atomically; returns the path.
+    """
+    names = list(input_names) if input_names is not None else None
+    outs = list(output_names) if output_names is not None else None
+    proto = _to_onnx(module, tuple(args), names, outs, None, opset)
+    return _save(proto, path, module, opset, dict(metadata or {}))
+
+
+def _contract(props: Mapping[str, Any]) -> str:
+    """The input contract of `props` in one sentence (see the module docstring)."""
+    lo, hi = props["pixel_range"]
+    shape = ", ".join(str(d) for d in props["input_shape"])
+    norm = (
+        "do not subtract a mean or divide by a std: the graph holds any normalisation it needs"
+        if props["normalization_in_graph"]
+        else "normalise it as the model expects: the graph does not"
+    )
+    return (
+        f"Input '{props['input_name']}': {props['dtype']} {props['layout']} ({shape}), pixels "
+        f"in [{lo}, {hi}]; {norm}."
+    )
+
+
+def _to_onnx(
+    model: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    input_names: list[str] | None,
+    output_names: list[str] | None,
+    dynamic_axes: dict[str, dict[int, str]] | None,
+    opset: int,
+) -> Any:
+    """Trace `model(*args)` in eval mode with the TorchScript exporter -> onnx.ModelProto.
+
+    The model's training flags are restored afterwards; its weights are never changed."""
+    import onnx
+
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     buf = io.BytesIO()
     try:
-        net = _exportable(model, dummy).eval()
+        net = _exportable(model, args).eval()
         with warnings.catch_warnings():
             # Tracer warnings are about Python values read off shapes (sizes, channel checks):
             # the spatial size is fixed by design, and batch independence is what parity
@@ -225,55 +320,47 @@ def export_onnx(
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 net,
-                (dummy,),
+                args,
                 buf,
                 dynamo=False,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=(
-                    {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-                ),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
                 opset_version=opset,
                 do_constant_folding=True,
             )
     except ExportError:
         raise
     except Exception as e:
+        shapes = ", ".join(str(tuple(a.shape)) for a in args)
         raise ExportError(
-            f"torch.onnx.export failed for {type(model).__name__} at input "
-            f"({n}, {in_chans}, {h}, {w}), opset {opset}: {type(e).__name__}: {e}"
+            f"torch.onnx.export failed for {type(model).__name__} at input {shapes}, opset "
+            f"{opset}: {type(e).__name__}: {e}"
         ) from e
     finally:
         for m, training in flags:
             m.training = training
+    return onnx.load_from_string(buf.getvalue())
 
-    proto = onnx.load_from_string(buf.getvalue())
-    num_classes = proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or None
-    batch: str | int = "batch" if dynamic_batch else n
+
+def _save(
+    proto: Any, path: str | os.PathLike[str], model: nn.Module, opset: int, props: dict[str, Any]
+) -> Path:
+    """Store `props` (after model/producer/opset) as metadata_props; write atomically."""
+    import onnx
+
     from . import __version__
+    from .checkpoint import atomic_write_bytes
 
-    props: dict[str, Any] = {
-        "input_name": INPUT_NAME,
-        "input_shape": [batch, in_chans, h, w],
-        "output_name": OUTPUT_NAME,
-        "output_shape": [batch, num_classes],
-        "layout": "NCHW",
-        "dtype": "float32",
+    builtin = {
         "model": type(model).__name__,
         "producer": f"wae {__version__} (torch {torch.__version__})",
         "opset": opset,
     }
-    spec = getattr(model, "wae_spec", None)
-    if spec is not None:
-        props["spec"] = spec
-    props.update(metadata or {})
+    props = {**props, **{k: v for k, v in builtin.items() if k not in props}}
     onnx.helper.set_model_props(proto, {k: _meta_value(v) for k, v in props.items()})
-    proto.doc_string = (
-        f"{type(model).__name__} exported by wae: input '{INPUT_NAME}' {props['input_shape']} "
-        f"NCHW float32 -> '{OUTPUT_NAME}' {props['output_shape']}."
-    )
-    from .checkpoint import atomic_write_bytes
-
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, proto.SerializeToString())
     return path
 
@@ -283,13 +370,6 @@ def export_onnx(
 # --------------------------------------------------------------------------------------------
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def onnx_session(
     path: str | os.PathLike[str],
     threads: int | None = None,
@@ -297,12 +377,15 @@ def onnx_session(
     device: str | torch.device = "cpu",
     optimization: str = "all",
     optimized_model_path: str | os.PathLike[str] | None = None,
+    profile_prefix: str | os.PathLike[str] | None = None,
 ) -> Any:
     """An onnxruntime InferenceSession with a fixed intra-op thread count.
 
     threads: intra-op threads (default: all usable cores). optimization: graph optimisation
     level, "all" (incl. layout transforms such as NCHWc), "extended", "basic" or "disable".
     device: "cuda[:i]" puts the CUDA execution provider first (CPU as fallback).
+    profile_prefix: turn on ONNX Runtime's per-node profiling, written to a JSON file whose
+    name starts with it (``session.end_profiling()`` returns that name).
     """
     import onnxruntime as ort
 
@@ -315,7 +398,7 @@ def onnx_session(
     if optimization not in levels:
         raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
     so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads) if threads else _usable_cores()
+    so.intra_op_num_threads = int(threads) if threads else usable_cores()
     # Sequential execution: running the I_L and I_H branches concurrently (ORT_PARALLEL)
     # measured 2.2x slower for WAE-VGG16/ResNet-50 on 2 cores (the pools fight for them).
     so.inter_op_num_threads = 1
@@ -323,6 +406,9 @@ def onnx_session(
     so.graph_optimization_level = levels[optimization]
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
     device = torch.device(device)
     providers: list[Any] = ["CPUExecutionProvider"]
     if device.type == "cuda":

@@ -37,9 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .autoencoder import FixedNorm, WAEEncoder, WaveletAutoEncoder
 from .errors import WAEError
+from .models.wae_net import LinearHead, WAENet
 
-__all__ = ["FusedConv2d", "SplitConv2d", "OptimizeError", "optimize_for_inference"]
+__all__ = [
+    "FusedConv2d",
+    "OptimizeError",
+    "SplitConv2d",
+    "WAEInference",
+    "optimize_for_inference",
+]
 
 
 class OptimizeError(WAEError, RuntimeError):
@@ -227,22 +235,21 @@ class _Encoder(nn.Module):
 class _NormedDecomposer(nn.Module):
     """Any other decomposer followed by its normalisations: x -> (I_L, I_H) normalised."""
 
-    def __init__(self, wae_net: nn.Module) -> None:
+    def __init__(self, wae_net: WAENet) -> None:
         super().__init__()
         self.wae = wae_net.wae
         self.norm_low = wae_net.norm_low
         self.norm_high = wae_net.norm_high if wae_net.norm_high is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from .autoencoder import WaveletAutoEncoder
-
-        # As WAENet.decompose: the auto-encoder without decoding, else (low, high[, ...]).
-        parts = self.wae.encode(x) if isinstance(self.wae, WaveletAutoEncoder) else self.wae(x)
-        return self.norm_low(parts[0]), self.norm_high(parts[1])
+        # WAENet's own decomposition, not a copy of it; this module holds the decomposer and
+        # norms alone so that the branches stay separate parts.
+        parts = WAENet.run_decomposer(self.wae, x)
+        return self.norm_low(parts.low), self.norm_high(parts.high)
 
 
 class _AveragedHeads(nn.Module):
-    """(f_L, f_H) -> (head_low(f_L) + head_fused(f_L, f_H)) / 2, as WAENet.forward does."""
+    """(f_L, f_H) -> WAENet.combine_heads(s_L, s_c): the prediction WAENet.forward makes."""
 
     def __init__(self, head_low: nn.Module, head_fused: nn.Module | None) -> None:
         super().__init__()
@@ -250,15 +257,14 @@ class _AveragedHeads(nn.Module):
         self.head_fused = head_fused
 
     def forward(self, f_low: torch.Tensor, f_high: torch.Tensor | None) -> torch.Tensor:
-        s_low = self.head_low(f_low)
-        if self.head_fused is None:
-            return s_low
-        return (s_low + self.head_fused(f_low, f_high)) / 2
+        return WAENet.combine_heads(
+            *WAENet.run_heads(self.head_low, self.head_fused, (f_low, f_high))
+        )
 
 
 class _MergedLinearHead(nn.Module):
-    """Two linear heads and their average as one linear layer (exact: nothing non-linear
-    between them, dropout is off at inference):
+    """Two linear heads and their average (WAENet.combine_heads, head="average") folded into
+    one linear layer (exact: nothing non-linear between them, dropout is off at inference):
     (W_L p_L + b_L + W_c [p_L; p_H] + b_c) / 2 = [(W_L + W_c,L) / 2, W_c,H / 2] [p_L; p_H] + ...
     f_L (N, C_L, h, w), f_H (N, C_H, h, w) -> (N, K); the weights are read once, not twice."""
 
@@ -278,9 +284,10 @@ class _MergedLinearHead(nn.Module):
 
 
 class WAEInference(nn.Module):
-    """WAENet's inference path with its static parts folded:
+    """WAENet's inference path as four parts:
     x (N, C, H, W) -> encoder -> (I_L, I_H) -> low_net / high_net -> head -> (N, K),
-    the same as WAENet.forward ((s_L + s_c) / 2). Built by optimize_for_inference."""
+    the same as WAENet.forward ((s_L + s_c) / 2). optimize_for_inference builds it with its
+    static parts folded; :meth:`from_wae_net` builds it with nothing folded."""
 
     cost_parts = {
         "encoder": ["encoder"],
@@ -298,6 +305,13 @@ class WAEInference(nn.Module):
         self.high_net = high_net
         self.head = head
 
+    @classmethod
+    def from_wae_net(cls, net: WAENet) -> WAEInference:
+        """`net`'s inference path split into the four parts, nothing rewritten: the parts are
+        `net`'s own modules (shared, not copied) behind WAENet's decompose and heads."""
+        heads = _AveragedHeads(net.head_low, net.head_fused)
+        return cls(_NormedDecomposer(net), net.low_net, net.high_net, heads)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         low, high = self.encoder(x)
         f_low = self.low_net(low)
@@ -306,12 +320,11 @@ class WAEInference(nn.Module):
 
 
 def _wae_inference(model: nn.Module) -> nn.Module:
-    """A WAENet (already a private copy) as a WAEInference; anything else unchanged."""
-    from .autoencoder import FixedNorm, WAEEncoder, WaveletAutoEncoder
-    from .models.wae_net import LinearHead, WAENet
-
+    """A WAENet (already a private copy) as a WAEInference with its norms folded into the
+    encoder and linear heads merged where it can; anything else unchanged."""
     if not isinstance(model, WAENet):
         return model
+    out = WAEInference.from_wae_net(model)
     enc = model.wae.encoder if isinstance(model.wae, WaveletAutoEncoder) else None
     norms = (model.norm_low, model.norm_high)
     if (
@@ -324,15 +337,11 @@ def _wae_inference(model: nn.Module) -> nn.Module:
                 # FixedNorm is (y - mean) * rsqrt(var + eps) per channel: fold it, in float64.
                 scale = torch.rsqrt(norm.var.double() + norm.eps)
                 _fold_affine_into_conv(conv, scale, -norm.mean.double() * scale)
-        encoder: nn.Module = _Encoder(enc.body, SplitConv2d([enc.to_low, enc.to_high]))
-    else:
-        encoder = _NormedDecomposer(model)
+        out.encoder = _Encoder(enc.body, SplitConv2d([enc.to_low, enc.to_high]))
     lin = isinstance(model.head_low, LinearHead) and isinstance(model.head_fused, LinearHead)
     if lin and model.high_net is not None:
-        head: nn.Module = _MergedLinearHead(model.head_low, model.head_fused)
-    else:
-        head = _AveragedHeads(model.head_low, model.head_fused)
-    return WAEInference(encoder, model.low_net, model.high_net, head)
+        out.head = _MergedLinearHead(model.head_low, model.head_fused)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

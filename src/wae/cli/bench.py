@@ -39,12 +39,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmark full / half-resolution / WAE models on every backend",
         description=(
-            "Time the backbone at full resolution, at half resolution and inside WAE, on "
-            "PyTorch eager, channels_last, torch.compile, optimize_for_inference and ONNX "
-            "Runtime, for every batch size and thread count given. Writes <name>.md and "
-            "<name>.json to --output-dir. speed-up = full network's best backend / WAE's best "
-            "backend. Run it on a quiet machine: the load average is recorded."
+            "Time the backbone at full resolution, at half resolution and inside WAE, on\n"
+            "PyTorch eager, channels_last, torch.compile, optimize_for_inference and ONNX\n"
+            "Runtime, for every batch size and thread count given. Writes <name>.md and\n"
+            "<name>.json to --output-dir (default runs/bench). speed-up = full network's best\n"
+            "backend / WAE's best backend. Run it on a quiet machine: the load average is\n"
+            "recorded."
         ),
+        epilog=(
+            "examples:\n"
+            "  wae bench --quick                      # tiny models, a smoke run (< 1 min)\n"
+            "  wae bench --backbone vgg16 --batch-size 1 --threads 2 --name vgg16-b1\n"
+            "  wae bench --parts --batch-size 1       # where WAE's time goes, per part\n"
+            "  wae bench --quick --output-dir benchmarks/results --name quick"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--backbone", nargs="+", default=None, help="default: vgg16 resnet50")
     p.add_argument("--input-size", type=int, default=None, help="default: the models' (224)")
@@ -57,12 +66,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=list(bench.ALL_BACKENDS),
         help="default: all",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--amp", action="store_true", help="PyTorch backends under autocast")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--min-run-time", type=float, default=None, help="seconds per candidate")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: cpu)")
+    p.add_argument(
+        "--amp",
+        action="store_true",
+        help="PyTorch backends under autocast (fp16 on CUDA, bf16 on CPU)",
+    )
+    p.add_argument("--num-classes", type=int, default=None, help="default: the models' (1000)")
+    p.add_argument(
+        "--min-run-time", type=float, default=None, help="seconds per candidate (default: 2)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=None, help="interleaved timing rounds (default: 3)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed calls before timing (default: 2)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -73,8 +92,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="instead: where WAE's time goes, per part, before/after optimize_for_inference",
     )
-    p.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--name", default=None, help="file name stem (default: bench-<time>)")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs/bench"),
+        help="where <name>.md and <name>.json go (default: runs/bench)",
+    )
+    p.add_argument(
+        "--name", default=None, help="file name stem (default: bench-<time>, quick with --quick)"
+    )
     p.add_argument("--no-save", action="store_true", help="print only, write no files")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)

@@ -1,15 +1,17 @@
-"""`wae demo`: train WAE and the full-resolution baseline on Fashion-MNIST, print one table."""
+"""`wae demo`: train WAE and the full-resolution baseline on Fashion-MNIST, print one table.
+The work is `wae.demo.run_demo`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..demo import format_results, run_demo
-from . import add_set_argument
+from . import add_command, add_set_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
         help="the main job: three-stage WAE vs full resolution on Fashion-MNIST, one table",
         description=(
@@ -17,12 +19,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "on the embedded Fashion-MNIST, then measure both in one run (test accuracy, MACs, "
             "CPU latency, speed-up). Re-running reuses finished runs."
         ),
+        examples=[
+            "wae demo                          # ~13 min on 2 cores; writes runs/demo/",
+            "wae demo --quick -o /tmp/demo     # a smoke test of the whole path (< 1 min)",
+            "wae demo --set data.subset=60000  # both recipes on the full training set",
+        ],
     )
     p.add_argument("--output", "-o", default="runs/demo", help="where everything is written")
     p.add_argument("--quick", action="store_true", help="a smoke test in well under a minute")
     p.add_argument("--overwrite", action="store_true", help="retrain (old runs moved aside)")
-    p.add_argument("--recipes", default=None, help="folder with the two demo recipes")
-    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument(
+        "--recipes",
+        default=None,
+        help="folder with your own fashion_mnist.toml and fashion_mnist_baseline.toml "
+        "(default: $WAE_RECIPES if set, else the packaged recipes)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the Fashion-MNIST IDX files (default: the recipes')",
+    )
     add_set_argument(p, help="override values of both recipes (as wae train --set)")
     p.add_argument("--latency-batch", type=int, default=256, help="batch size for timing")
     p.add_argument("--threads", type=int, default=None, help="timing threads (default: all)")

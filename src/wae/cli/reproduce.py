@@ -16,6 +16,13 @@ import argparse
 from . import add_set_argument
 
 _EPILOG = """\
+examples:
+  wae reproduce --quick                          # smoke test of the whole pipeline
+  wae reproduce --dataset fashion-mnist          # the paper's tables (~40 min on 2 cores)
+  wae reproduce --plan                           # what it would train, and how long
+  wae reproduce --seeds 0 1 2 --jobs 3           # three seeds side by side
+  wae reproduce --dataset /data/faces --set data.input_size=32 model.name=wae_small_vgg_32
+
 methods: full resolution, I_R (half-size input), Wavelet+CNN, cA alone, Decomposition+CNN,
 WAE without stage 3 (the WAE run's stage-2 checkpoint), WAE, I_L alone (WAE from stage 1,
 frozen), Taylor pruning of the full network to about the WAE's MACs. ThiNet is not run (see
@@ -30,6 +37,9 @@ contributes only its training stage.
 reuse: a method whose run directory holds a run of the same config is reused (a partial run
 continues). A run of a different config (the recipe changed) is refused before anything
 trains, unless --retrain-changed (its old files are moved to replaced-<time>/, not deleted).
+
+seeds: with --jobs > 1 each seed trains in its own process (OUT/logs/seed<s>.log holds its
+output); the report is written once every seed is trained.
 """
 
 
@@ -48,7 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="fashion-mnist",
         help="fashion-mnist (default) or an ImageFolder path",
     )
-    p.add_argument("--data-dir", default=None, help="where the dataset lives")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the dataset lives (default: the dataset's usual place, as wae train)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -81,11 +95,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=50.0,
         help="time the automatic subset is fitted to (default 50)",
     )
-    p.add_argument("--recipe", default=None, help="WAE recipe (default recipes/fashion_mnist.toml)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="WAE recipe: a TOML file or a packaged recipe's name (default: fashion_mnist)",
+    )
     p.add_argument(
         "--baseline-recipe",
         default=None,
-        help="baseline recipe (default recipes/fashion_mnist_baseline.toml)",
+        help="baseline recipe: a TOML file or a packaged recipe's name (default: "
+        "fashion_mnist_baseline)",
     )
     add_set_argument(p, help="override values of the WAE recipe (as wae train --set)")
     p.add_argument(
@@ -110,7 +129,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train-only",
         action="store_true",
-        help="train (or reuse) the runs, then stop: no measurements, figures or report",
+        help="train (or reuse) the runs in this process, then stop: no measurements, figures "
+        "or report",
     )
     p.add_argument("--no-latency", action="store_true", help="count MACs but do not time")
     p.add_argument("--plan", action="store_true", help="print the plan and exit")

@@ -1,10 +1,5 @@
 """`wae train`: run a recipe's stages (all, or one with --stage), resumable, on 1..N processes.
-
-wae train -c recipes/fashion_mnist.toml -o runs/fm
-wae train -c recipes/fashion_mnist.toml -o runs/fm --set stages.2.lr=0.02 data.subset=20000
-wae train -c recipes/fashion_mnist.toml -o runs/fm --resume
-torchrun --nproc_per_node 4 -m wae train -c recipes/imagenet_vgg16.toml -o runs/vgg
-"""
+The work is `wae.train.run_training`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
@@ -12,8 +7,15 @@ import argparse
 import json
 import os
 
-from . import add_set_argument
+from . import add_command, add_set_argument
 
+_EXAMPLES = [
+    "wae train -c fashion_mnist -o runs/fm            # a packaged recipe (wae recipes)",
+    "wae train -c my_recipe.toml -o runs/mine         # or a TOML file",
+    "wae train -c fashion_mnist -o runs/fm --set stages.2.lr=0.02 data.subset=20000",
+    "wae train -c fashion_mnist -o runs/fm --resume",
+    "torchrun --nproc_per_node 4 -m wae train -c imagenet_vgg16 -o runs/vgg",
+]
 _EPILOG = """\
 overrides: --set KEY=VALUE [KEY=VALUE ...]; KEY is a dotted path, stages by number (1-based)
 or name: stages.2.lr=0.01, stages.classifier.epochs=5, data.subset=20000,
@@ -28,27 +30,47 @@ time (--stage 1, then --stage 2, ...) into the same directory needs neither.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
         help="train a model through a recipe's stages",
         description="Train a WAE model (or a plain baseline) through the stages of a TOML "
         "recipe. Launch with torchrun for several processes/GPUs.",
+        examples=_EXAMPLES,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-c", "--config", required=True, help="TOML recipe (see recipes/)")
+    p.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        metavar="RECIPE",
+        help="a packaged recipe's name (`wae recipes` lists them) or a TOML file's path",
+    )
     p.add_argument(
         "-o", "--output", default=None, help="output directory (default: runs/<recipe name>)"
     )
     add_set_argument(p, help="override config values (see below)")
-    p.add_argument("--stage", type=int, default=None, help="run only this stage (1-based)")
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=None,
+        help="run only this stage (1-based; default: all, in order)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in the output dir")
     g.add_argument(
         "--overwrite", action="store_true", help="replace the run there (old files moved aside)"
     )
-    p.add_argument("--data-dir", default=None, help="shortcut for --set data.data_dir=DIR")
-    p.add_argument("--device", default=None, help="shortcut for --set runtime.device=DEV")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="shortcut for --set data.data_dir=DIR (default: the recipe's)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="shortcut for --set runtime.device=DEV (default: the recipe's)",
+    )
     p.add_argument(
         "--max-epochs-this-run",
         type=int,

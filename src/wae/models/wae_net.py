@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import FixedNorm, WAEOutput, WaveletAutoEncoder
+from ..runtime import is_out_of_memory
 from ._backbone import BackboneError, build_classifier, build_features, quarter_width
 from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
 from ._registry import register_model
@@ -157,6 +158,11 @@ class WAENet(nn.Module):
                     high_net.eval()
                     f_high = high_net(torch.zeros(1, high_chans, *half))
         except RuntimeError as e:
+            if is_out_of_memory(e):
+                raise BackboneError(
+                    f"Not enough memory to probe the backbone at input_size {self.input_size}. "
+                    f"Use a smaller input_size."
+                ) from e
             raise BackboneError(
                 f"The backbone cannot run on the half-resolution sub-images: for input_size "
                 f"{self.input_size} they are {half[0]}x{half[1]} ({str(e).splitlines()[0]}). "
@@ -277,9 +283,15 @@ class WAENet(nn.Module):
 
     def decompose(self, x: torch.Tensor, decode: bool = False) -> WAEOutput:
         """x (N, C, H, W) -> WAEOutput(I_L, I_H, recon or None), before normalisation."""
-        if isinstance(self.wae, WaveletAutoEncoder):
-            return self.wae(x, decode=decode)
-        low, high = self.wae(x)
+        return self.run_decomposer(self.wae, x, decode)
+
+    @staticmethod
+    def run_decomposer(wae: nn.Module, x: torch.Tensor, decode: bool = False) -> WAEOutput:
+        """`decompose` for a decomposer held elsewhere (e.g. a part of an inference graph):
+        a WaveletAutoEncoder, or a module returning (I_L, I_H)."""
+        if isinstance(wae, WaveletAutoEncoder):
+            return wae(x, decode=decode)
+        low, high = wae(x)
         return WAEOutput(low, high, None)
 
     def forward_branches(self, parts: WAEOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -298,10 +310,18 @@ class WAENet(nn.Module):
         self, feats: tuple[torch.Tensor, torch.Tensor | None]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(f_L, f_H) -> (s_L, s_c), each (N, K); s_c is None without an I_H branch."""
+        return self.run_heads(self.head_low, self.head_fused, feats)
+
+    @staticmethod
+    def run_heads(
+        head_low: nn.Module,
+        head_fused: nn.Module | None,
+        feats: tuple[torch.Tensor, torch.Tensor | None],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward_head` for heads held elsewhere: (f_L, f_H) -> (s_L, s_c or None)."""
         f_low, f_high = feats
-        s_low = self.head_low(f_low)
-        s_fused = self.head_fused(f_low, f_high) if self.head_fused is not None else None
-        return s_low, s_fused
+        s_fused = head_fused(f_low, f_high) if head_fused is not None else None
+        return head_low(f_low), s_fused
 
     def forward_train(self, x: torch.Tensor, decode: bool = True) -> WAENetOutput:
         """Everything the losses need: s_L, s_c and the WAE parts (with I' if decode)."""
@@ -311,7 +331,24 @@ class WAENet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, H, W) -> the prediction (s_L + s_c) / 2, (N, K)."""
-        s_low, s_fused = self.forward_head(self.forward_features(x))
+        return self.combine_heads(*self.forward_head(self.forward_features(x)))
+
+    HEADS = ("average", "low", "fused")
+
+    @staticmethod
+    def combine_heads(
+        s_low: torch.Tensor, s_fused: torch.Tensor | None, head: str = "average"
+    ) -> torch.Tensor:
+        """Scores (N, K) from the two heads: "average" (s_L + s_c) / 2, the model's prediction
+        (s_L alone when there is no s_c); "low" s_L alone; "fused" s_c alone."""
+        if head == "low":
+            return s_low
+        if head == "fused":
+            if s_fused is None:
+                raise ValueError("head='fused' needs a WAENet with an I_H branch (s_c).")
+            return s_fused
+        if head != "average":
+            raise ValueError(f"head must be one of {WAENet.HEADS}, got {head!r}.")
         return s_low if s_fused is None else (s_low + s_fused) / 2
 
     # -- the fixed-statistics normalisation ----------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = [
     "PHOTO_TEST",
     "PHOTO_TRAIN",
     "decomposition_stats",
+    "decomposition_table",
     "load_photo",
     "psnr",
     "train_photo_wae",
@@ -81,6 +82,18 @@ def decomposition_stats(
         "energy_low": e_low,
         "energy_high": e_high,
         "energy_ratio_high_to_low": e_high / e_low if e_low > 0 else None,
+    }
+
+
+def decomposition_table(
+    wae_stage1: WaveletAutoEncoder, wae_final: WaveletAutoEncoder, images: torch.Tensor
+) -> dict[str, dict[str, Any]]:
+    """What I_H carries (:func:`decomposition_stats`) in the WAE after stage 1 and after
+    stage 3, and in the DWT for reference, over `images` (N, C, H, W) in [0, 1]."""
+    return {
+        "wae_stage1": decomposition_stats(wae_stage1, images),
+        "wae_final": decomposition_stats(wae_final, images),
+        "dwt": decomposition_stats(WaveletDecomposer(images.shape[1]), images),
     }
 
 

@@ -1,7 +1,7 @@
 """The methods of the paper's comparison, as training configs derived from the two recipes.
 
-Every method is built from the WAE recipe (``recipes/fashion_mnist.toml``) and the baseline
-recipe (``recipes/fashion_mnist_baseline.toml``), read at run time:
+Every method is built from the WAE recipe (the packaged ``fashion_mnist``) and the baseline
+recipe (``fashion_mnist_baseline``), read at run time:
 
 * the WAE recipe gives the data, the evaluation, the runtime, the seed, the backbone width and
   its three stages (WAE alone, classifier on the frozen WAE, joint fine-tuning);
@@ -28,10 +28,12 @@ from typing import Any
 from ..errors import WAEError
 from ..models import is_model, model_cfg
 from ..train.config import TrainConfig, config_to_dict, load_config
+from ..train.recipes import list_recipes
 
 __all__ = [
     "METHODS",
     "METHOD_KEYS",
+    "Derivation",
     "Method",
     "Plan",
     "ReproduceError",
@@ -39,7 +41,9 @@ __all__ = [
     "derive_configs",
     "estimate_seconds",
     "auto_subset",
+    "budget_text",
     "plain_names",
+    "resolve_recipe",
     "short_hash",
     "split_stages",
     "wall_seconds",
@@ -152,6 +156,119 @@ def _classifier_stage(s2: dict, epochs: int, quick: bool, freeze: Sequence[str])
     return st
 
 
+@dataclass(frozen=True)
+class Derivation:
+    """The two recipes, checked once and split into what the methods share; each method's
+    config is then one call (:meth:`configs`, :meth:`il`, :meth:`taylor`).
+
+    Build it with :meth:`of`. ``w``: the WAE recipe as a dict; ``stages``: its three stages;
+    ``base_stage``: the baseline recipe's stage at the classifier budget E_c.
+    """
+
+    w: dict[str, Any]
+    stages: tuple[dict, dict, dict]
+    base_stage: dict[str, Any]
+    e_c: int
+    full_name: str
+    half_name: str
+    seed: int
+    quick: bool
+
+    @classmethod
+    def of(
+        cls, wae_cfg: TrainConfig, base_cfg: TrainConfig, *, seed: int, quick: bool = False
+    ) -> Derivation:
+        """Check the recipes (the paper's three stages, one baseline stage, no per-method
+        keys set) and split them; a clear :class:`ReproduceError` otherwise."""
+        w = config_to_dict(wae_cfg)
+        b = config_to_dict(base_cfg)
+        s1, s2, s3 = split_stages(w)
+        if len(b["stages"]) != 1 or b["stages"][0]["losses"].get("transform", 0) > 0:
+            raise ReproduceError(
+                "The baseline recipe must have one classification stage (see "
+                "recipes/fashion_mnist_baseline.toml)."
+            )
+        e_c = int(s2["epochs"]) + int(s3["epochs"])
+        for k in ("decomposer", "use_high"):
+            if k in w["model"]["kwargs"]:
+                raise ReproduceError(
+                    f"The WAE recipe sets model.kwargs.{k}; the reproduction sets it per "
+                    f"method. Remove it from the recipe."
+                )
+        full_name, half_name = plain_names(w["model"]["name"])
+        base_stage = _with_epochs(b["stages"][0], e_c, quick)
+        return cls(w, (s1, s2, s3), base_stage, e_c, full_name, half_name, seed, quick)
+
+    def _cfg(self, name: str, model: dict, stages: list[dict], data: dict | None = None) -> dict:
+        """One method's resolved config: validated now, so a recipe change that breaks a
+        method fails before any training."""
+        w = self.w
+        raw = {
+            "name": f"reproduce-{name}",
+            "seed": self.seed,
+            "model": model,
+            "data": copy.deepcopy(data or w["data"]),
+            "eval": copy.deepcopy(w["eval"]),
+            "runtime": copy.deepcopy(w["runtime"]),
+            "stages": stages,
+        }
+        return config_to_dict(load_config(raw))
+
+    def _wae_model(self, **kwargs: Any) -> dict[str, Any]:
+        return {"name": self.w["model"]["name"], "kwargs": {**self.w["model"]["kwargs"], **kwargs}}
+
+    def _classifier(self, freeze: Sequence[str] = ()) -> list[dict]:
+        return [_classifier_stage(self.stages[1], self.e_c, self.quick, freeze)]
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Every method whose config needs no other run: full, half, wavelet, ca, encoder, wae."""
+        plain_kw = {k: v for k, v in self.w["model"]["kwargs"].items() if k not in _WAE_ONLY_KWARGS}
+        return {
+            "full": self._cfg(
+                "full", {"name": self.full_name, "kwargs": plain_kw}, [self.base_stage]
+            ),
+            "half": self._cfg(
+                "half",
+                {"name": self.half_name, "kwargs": plain_kw},
+                [copy.deepcopy(self.base_stage)],
+            ),
+            "wavelet": self._cfg(
+                "wavelet", self._wae_model(decomposer="wavelet"), self._classifier()
+            ),
+            "ca": self._cfg(
+                "ca", self._wae_model(decomposer="wavelet", use_high=False), self._classifier()
+            ),
+            # Decomposition+CNN: the encoder learns with the classifier (nothing frozen).
+            "encoder": self._cfg(
+                "encoder", self._wae_model(decomposer="encoder"), self._classifier()
+            ),
+            "wae": self._cfg(
+                "wae",
+                self._wae_model(),
+                [_with_epochs(s, s["epochs"], self.quick) for s in self.stages],
+            ),
+        }
+
+    def il(self, init: str) -> dict[str, Any]:
+        """I_L alone: the WAE network without I_H, its WAE frozen, started from `init` (the
+        checkpoint holding the WAE's stage-1 weights)."""
+        model = {**self._wae_model(use_high=False), "init": init}
+        return self._cfg("il", model, self._classifier(["wae"]))
+
+    def taylor(self, model: Mapping[str, Any]) -> dict[str, Any]:
+        """The pruned network (``{"name", "kwargs", "init"}``), fine-tuned for stage 3's epochs."""
+        s3 = self.stages[2]
+        st = _with_epochs(s3, s3["epochs"], self.quick)
+        st.update(name="finetune", losses={"classification": 1.0}, freeze=[], calibrate_norms=False)
+        data = copy.deepcopy(self.w["data"])
+        # The pruned builder has no registered input size: state the full model's.
+        mc = model_cfg(self.full_name)
+        data["input_size"] = data.get("input_size") or mc["input_size"]
+        data["in_chans"] = data.get("in_chans") or mc["in_chans"]
+        spec = {"name": model["name"], "kwargs": dict(model["kwargs"]), "init": model["init"]}
+        return self._cfg("taylor", spec, [st], data)
+
+
 def derive_configs(
     wae_cfg: TrainConfig,
     base_cfg: TrainConfig,
@@ -167,90 +284,31 @@ def derive_configs(
     ``taylor_model`` is ``{"name", "kwargs", "init"}`` of the pruned network. A method whose
     input is not given yet is left out. ``quick`` sets every stage to one epoch.
     """
-    w = config_to_dict(wae_cfg)
-    b = config_to_dict(base_cfg)
-    s1, s2, s3 = split_stages(w)
-    if len(b["stages"]) != 1 or b["stages"][0]["losses"].get("transform", 0) > 0:
-        raise ReproduceError(
-            "The baseline recipe must have one classification stage (see "
-            "recipes/fashion_mnist_baseline.toml)."
-        )
-    e_c = int(s2["epochs"]) + int(s3["epochs"])
-    wae_name = w["model"]["name"]
-    wkw = dict(w["model"]["kwargs"])
-    for k in ("decomposer", "use_high"):
-        if k in wkw:
-            raise ReproduceError(
-                f"The WAE recipe sets model.kwargs.{k}; the reproduction sets it per method. "
-                f"Remove it from the recipe."
-            )
-    full_name, half_name = plain_names(wae_name)
-    plain_kw = {k: v for k, v in wkw.items() if k not in _WAE_ONLY_KWARGS}
-
-    def cfg(name: str, model: dict, stages: list[dict], data: dict | None = None) -> dict:
-        return {
-            "name": f"reproduce-{name}",
-            "seed": seed,
-            "model": model,
-            "data": copy.deepcopy(data or w["data"]),
-            "eval": copy.deepcopy(w["eval"]),
-            "runtime": copy.deepcopy(w["runtime"]),
-            "stages": stages,
-        }
-
-    base_stage = _with_epochs(b["stages"][0], e_c, quick)
-    wae_stages = [_with_epochs(s, s["epochs"], quick) for s in (s1, s2, s3)]
-    out: dict[str, dict[str, Any]] = {
-        "full": cfg("full", {"name": full_name, "kwargs": plain_kw}, [base_stage]),
-        "half": cfg("half", {"name": half_name, "kwargs": plain_kw}, [copy.deepcopy(base_stage)]),
-        "wavelet": cfg(
-            "wavelet",
-            {"name": wae_name, "kwargs": {**wkw, "decomposer": "wavelet"}},
-            [_classifier_stage(s2, e_c, quick, [])],
-        ),
-        "ca": cfg(
-            "ca",
-            {"name": wae_name, "kwargs": {**wkw, "decomposer": "wavelet", "use_high": False}},
-            [_classifier_stage(s2, e_c, quick, [])],
-        ),
-        # Decomposition+CNN: the encoder learns with the classifier (nothing frozen).
-        "encoder": cfg(
-            "encoder",
-            {"name": wae_name, "kwargs": {**wkw, "decomposer": "encoder"}},
-            [_classifier_stage(s2, e_c, quick, [])],
-        ),
-        "wae": cfg("wae", {"name": wae_name, "kwargs": wkw}, wae_stages),
-    }
+    d = Derivation.of(wae_cfg, base_cfg, seed=seed, quick=quick)
+    out = d.configs()
     if il_init is not None:
-        out["il"] = cfg(
-            "il",
-            {"name": wae_name, "kwargs": {**wkw, "use_high": False}, "init": il_init},
-            [_classifier_stage(s2, e_c, quick, ["wae"])],
-        )
+        out["il"] = d.il(il_init)
     if taylor_model is not None:
-        st = _with_epochs(s3, s3["epochs"], quick)
-        st.update(name="finetune", losses={"classification": 1.0}, freeze=[], calibrate_norms=False)
-        data = copy.deepcopy(w["data"])
-        # The pruned builder has no registered input size: state the full model's.
-        mc = model_cfg(full_name)
-        data["input_size"] = data.get("input_size") or mc["input_size"]
-        data["in_chans"] = data.get("in_chans") or mc["in_chans"]
-        out["taylor"] = cfg(
-            "taylor",
-            {
-                "name": taylor_model["name"],
-                "kwargs": dict(taylor_model["kwargs"]),
-                "init": taylor_model["init"],
-            },
-            [st],
-            data,
-        )
-    # Validate now (a recipe change that breaks a method fails before any training).
-    return {k: _resolved(v) for k, v in out.items()}
+        out["taylor"] = d.taylor(taylor_model)
+    return out
 
 
-def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
-    return config_to_dict(load_config(raw))
+def budget_text(key: str, cfg: Mapping[str, Any] | None) -> str:
+    """How a method was trained, in words (the report's budget list)."""
+    if key == "wae_noft":
+        return "the WAE run's stage-2 checkpoint (stages 1 + 2, no fine-tuning)"
+    if cfg is None:
+        return ""
+    parts = [
+        f"{s['name'] or 'stage'} {s['epochs']} ep ({s['optimizer']} lr {s['lr']:g}, "
+        f"{s['schedule']['name']}" + (f", frozen {s['freeze']}" if s["freeze"] else "") + ")"
+        for s in cfg["stages"]
+    ]
+    pre = {
+        "il": "WAE from the WAE run's stage 1, frozen; ",
+        "taylor": "Taylor-pruned from the trained full network, then fine-tuned: ",
+    }.get(key, "")
+    return pre + " + ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,16 +452,15 @@ def auto_subset(
     return None if best + step > total_train else max(best, minimum)
 
 
-def resolve_recipe(path: str | Path | None, default_name: str) -> Path:
-    """A recipe path, defaulting to the repository's recipes/<default_name>."""
+def resolve_recipe(path: str | Path | None, default_name: str) -> str | Path:
+    """The recipe to load: `path` if given, else the packaged recipe `default_name` (by
+    name, which :func:`~wae.train.load_config` resolves; an ordinary install has it too)."""
     if path is not None:
         return Path(path)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / "recipes" / default_name
-        if cand.is_file():
-            return cand
-    raise ReproduceError(
-        f"Cannot find recipes/{default_name} (the repository's recipes folder); pass the "
-        f"recipe with --recipe / --baseline-recipe."
-    )
+    name = default_name.removesuffix(".toml")
+    if name not in list_recipes():
+        raise ReproduceError(
+            f"The packaged recipe {name!r} is missing from this installation of wae; pass the "
+            f"recipe with --recipe / --baseline-recipe."
+        )
+    return name

@@ -1,22 +1,18 @@
-"""The paper's numbers, the verdict per claim, and report.md in the paper's table layout.
+"""The paper's numbers and report.md in the paper's table layout.
 
 Everything here works on the plain ``results`` dict that the runner writes to results.json,
-so a report can be rebuilt from that file alone (``write_report(json.load(...), out)``).
-
-Verdicts compare test top-1 accuracy (Fashion-MNIST has 10 classes, so top-5 is near 100 %
-for every method and says little). A claim "A beats B" *holds* when A's mean top-1 is higher,
-with the margin in points; the note says whether the margin exceeds twice the standard error
-of the difference of two accuracies on this test set (binomial) and the spread over seeds.
+so a report can be rebuilt from that file alone (``write_report(json.load(...), out)``). The
+verdicts and their rule are in :mod:`wae.reproduce.verdicts`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_bytes
+from .verdicts import claims, fmt_err, fmt_num, fmt_pm
 
 __all__ = ["PAPER", "claims", "format_report", "write_report"]
 
@@ -41,259 +37,6 @@ PAPER: dict[str, Any] = {
     },
     "speedup_bound": 3.76,
 }
-
-SPEEDUP_FRACTION = 0.8  # "close to the MAC ratio": the paper's own 3.13 / 3.76 = 0.83
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _m(results: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    m = results.get("methods", {}).get(key)
-    return m if m and m.get("top1") is not None else None
-
-
-def _se_diff(a: float, b: float, n: int) -> float:
-    """Standard error (points) of the difference of two accuracies (%) on n test images."""
-    if n <= 0:
-        return math.nan
-    pa, pb = a / 100.0, b / 100.0
-    return 100.0 * math.sqrt(max(pa * (1 - pa), 1e-12) / n + max(pb * (1 - pb), 1e-12) / n)
-
-
-def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
-    if mean is None:
-        return "n/a"
-    s = f"{mean:.{digits}f}"
-    return s + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def _err(m: Mapping[str, Any] | None, key: str = "top1") -> str:
-    if not m or m.get(key) is None:
-        return "n/a"
-    return _pm(100.0 - m[key], m.get(f"{key}_std"))
-
-
-def _num(x: Any, fmt: str = "{:.2f}") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a" if x is None else ("∞" if x > 0 else "-∞")
-    return fmt.format(x) if isinstance(x, (int, float)) else str(x)
-
-
-def _strength(margin: float, se: float, spread: float | None) -> str:
-    parts = []
-    if math.isfinite(se):
-        parts.append(
-            f"{'beyond' if abs(margin) > 2 * se else 'within'} 2 standard errors "
-            f"(2 SE = {2 * se:.2f} pts)"
-        )
-    if spread is not None:
-        parts.append(
-            f"{'beyond' if abs(margin) > spread else 'within'} the seed spread ({spread:.2f})"
-        )
-    return "; ".join(parts)
-
-
-def _spread(*ms: Mapping[str, Any]) -> float | None:
-    stds = [m.get("top1_std") for m in ms]
-    if any(s is None for s in stds):
-        return None
-    return max(stds)
-
-
-# --------------------------------------------------------------------------------------------
-# Claims
-# --------------------------------------------------------------------------------------------
-
-
-def _beats(
-    results: Mapping[str, Any], cid: str, a: str, b: str, claim: str, paper: str
-) -> dict[str, Any]:
-    ma, mb = _m(results, a), _m(results, b)
-    out: dict[str, Any] = {"id": cid, "claim": claim, "paper": paper}
-    if ma is None or mb is None:
-        return {**out, "verdict": "not measured", "margin": None, "ours": "n/a", "note": ""}
-    margin = ma["top1"] - mb["top1"]
-    n = int(results.get("num_test") or 0)
-    se = _se_diff(ma["top1"], mb["top1"], n)
-    cost, note = "", _strength(margin, se, _spread(ma, mb))
-    if ma.get("macs") and mb.get("macs"):
-        cost = f"; MACs {ma['macs'] / 1e6:.2f}M vs {mb['macs'] / 1e6:.2f}M"
-        ratio = ma["macs"] / mb["macs"]
-        if not 0.8 <= ratio <= 1.25:  # the claim is about similar cost: say when it is not
-            note += f"; {ma.get('label', a)} has {ratio:.2f}x the MACs of {mb.get('label', b)}"
-    ours = f"top-1 err {_err(ma)} vs {_err(mb)} %{cost}"
-    return {
-        **out,
-        "verdict": "holds" if margin > 0 else "does not hold",
-        "margin": margin,
-        "unit": "top-1 points",
-        "ours": ours,
-        "note": note,
-    }
-
-
-def _noise_claim(results: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": "noise",
-        "claim": "WAE is more robust to Gaussian noise than the full-resolution network "
-        "(higher accuracy at every V > 0)",
-        "paper": "CACD: +0.94 / +3.85 / +10.81 / +9.57 pts at V = 0.01 / 0.02 / 0.05 / 0.1",
-    }
-    w, f = _m(results, "wae"), _m(results, "full")
-    if w is None or f is None:
-        return {**out, "verdict": "not measured", "margin": None, "ours": "n/a", "note": ""}
-    fv = {round(r["var"], 8): r["top1"] for r in f.get("noise", [])}
-    margins = [
-        (r["var"], r["top1"] - fv[round(r["var"], 8)])
-        for r in w.get("noise", [])
-        if r["var"] > 0 and round(r["var"], 8) in fv
-    ]
-    if not margins:
-        return {**out, "verdict": "not measured", "margin": None, "ours": "n/a", "note": ""}
-    worst = min(m for _, m in margins)
-    ours = (
-        " / ".join(f"{m:+.2f}" for _, m in margins)
-        + " pts at V = "
-        + " / ".join(f"{v:g}" for v, _ in margins)
-    )
-    n_better = sum(m > 0 for _, m in margins)
-    return {
-        **out,
-        "verdict": "holds" if worst > 0 else "does not hold",
-        "margin": worst,
-        "unit": "top-1 points (smallest over V > 0)",
-        "ours": ours,
-        "note": f"WAE higher at {n_better} of {len(margins)} noise levels",
-    }
-
-
-def _speedup_claim(results: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": "speedup",
-        "claim": f"WAE's measured CPU speed-up over the full network is close to its MAC "
-        f"ratio (at least {SPEEDUP_FRACTION:.0%} of it)",
-        "paper": "3.13x measured vs 3.76x upper bound from FLOPs (83 %)",
-    }
-    w = results.get("methods", {}).get("wae") or {}
-    sp, ratio = (w.get("speedup") or {}).get("b256"), w.get("mac_ratio")
-    if sp is None or not ratio:
-        return {**out, "verdict": "not measured", "margin": None, "ours": "n/a", "note": ""}
-    frac = sp / ratio
-    sp1 = (w.get("speedup") or {}).get("b1")
-    note = f"batch 1: {sp1:.2f}x ({sp1 / ratio:.0%} of the MAC ratio)" if sp1 else ""
-    return {
-        **out,
-        "verdict": "holds" if frac >= SPEEDUP_FRACTION else "does not hold",
-        "margin": frac,
-        "unit": "measured speed-up / MAC ratio",
-        "ours": f"batch 256: {sp:.2f}x measured vs {ratio:.2f}x MAC ratio ({frac:.0%})",
-        "note": note,
-    }
-
-
-def _taylor_claim(results: Mapping[str, Any]) -> dict[str, Any]:
-    c = _beats(
-        results,
-        "wae_vs_taylor",
-        "wae",
-        "taylor",
-        "WAE beats Taylor pruning at about the same MACs (accuracy and speed-up)",
-        "WAE 11.87 top-5 err at 3.13x vs Taylor-1 13.00 at 1.70x (CPU)",
-    )
-    if c["verdict"] == "not measured":
-        return c
-    w, t = results["methods"]["wae"], results["methods"]["taylor"]
-    sw, st = (w.get("speedup") or {}).get("b256"), (t.get("speedup") or {}).get("b256")
-    if sw is not None and st is not None:
-        faster = sw >= st
-        c["ours"] += f"; speed-up {sw:.2f}x vs {st:.2f}x (batch 256)"
-        if c["verdict"] == "holds" and not faster:
-            c["verdict"] = "does not hold"
-            c["note"] = "more accurate but slower; " + c["note"]
-    return c
-
-
-def _close_to_full(results: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": "wae_vs_full",
-        "claim": "WAE keeps the full network's accuracy (no loss beyond 2 standard errors)",
-        "paper": "ImageNet: 11.87 vs 11.65 top-5 err (+0.22); CACD: 96.13 vs 95.91 acc",
-    }
-    w, f = _m(results, "wae"), _m(results, "full")
-    if w is None or f is None:
-        return {**out, "verdict": "not measured", "margin": None, "ours": "n/a", "note": ""}
-    margin = w["top1"] - f["top1"]
-    se = _se_diff(w["top1"], f["top1"], int(results.get("num_test") or 0))
-    ok = margin >= -2 * se if math.isfinite(se) else margin >= 0
-    return {
-        **out,
-        "verdict": "holds" if ok else "does not hold",
-        "margin": margin,
-        "unit": "top-1 points (WAE - full)",
-        "ours": f"top-1 err {_err(w)} vs {_err(f)} %",
-        "note": _strength(margin, se, _spread(w, f)),
-    }
-
-
-def claims(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every claim of the paper this reproduction checks, with a verdict and its margin."""
-    return [
-        _beats(
-            results,
-            "wae_vs_ir",
-            "wae",
-            "half",
-            "WAE beats I_R (the network on the half-size image) at similar cost",
-            "11.87 vs 15.73 top-5 err",
-        ),
-        _beats(
-            results,
-            "wae_vs_wavelet",
-            "wae",
-            "wavelet",
-            "WAE beats Wavelet+CNN at similar cost",
-            "11.87 vs 14.42 top-5 err; CACD 96.13 vs 94.99 acc",
-        ),
-        _beats(
-            results,
-            "wae_vs_decomposition",
-            "wae",
-            "encoder",
-            "WAE beats Decomposition+CNN at similar cost",
-            "11.87 vs 12.98 top-5 err; CACD 96.13 vs 95.20 acc",
-        ),
-        _beats(
-            results,
-            "finetune",
-            "wae",
-            "wae_noft",
-            "Joint fine-tuning (stage 3) helps",
-            "11.87 vs 12.21 top-5 err",
-        ),
-        _beats(
-            results,
-            "il_vs_ir",
-            "il",
-            "half",
-            "I_L alone beats I_R",
-            "14.20 vs 15.73 top-5 err",
-        ),
-        _beats(
-            results,
-            "il_vs_ca",
-            "il",
-            "ca",
-            "I_L alone beats cA (the DWT approximation band)",
-            "14.20 vs 15.92 top-5 err",
-        ),
-        _noise_claim(results),
-        _speedup_claim(results),
-        _taylor_claim(results),
-        _close_to_full(results),
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,9 +68,25 @@ def _paper(key: str, field: str, suffix: str = "") -> str:
 
 
 def format_report(results: Mapping[str, Any]) -> str:
-    """report.md's text (see the module docstring)."""
-    methods = results.get("methods", {})
-    plan = results.get("plan", {})
+    """report.md's text (see the module docstring), one section after the other."""
+    lines: list[str] = []
+    for section in (
+        _title,
+        _setup,
+        _verdicts,
+        _table2,
+        _tables_3_4_6,
+        _table7,
+        _decomposition,
+        _pruning,
+        _figures,
+        _notes,
+    ):
+        lines += section(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _title(results: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     if results.get("quick"):
         lines += [
@@ -335,17 +94,21 @@ def format_report(results: Mapping[str, Any]) -> str:
             "width 8). The numbers below are meaningless.**",
             "",
         ]
-    lines += [
+    return lines + [
         f"# Reproduction of Chen et al. (AAAI 2018), WAE, on {results.get('dataset', '?')}",
         "",
         f"Written {results.get('created', '?')} by `wae reproduce`; the numbers are in "
         "`results.json`, the resolved configs in `config.json`, the runs in `runs/<method>/`.",
         "",
+    ]
+
+
+def _setup(results: Mapping[str, Any]) -> list[str]:
+    plan = results.get("plan", {})
+    seeds = results.get("seeds", [])
+    lines = [
         "## Setup",
         "",
-    ]
-    seeds = results.get("seeds", [])
-    lines += [
         f"- Data: {results.get('dataset')}: {plan.get('n_train')} training images, "
         f"{plan.get('n_val')} validation images (held out of train), "
         f"{results.get('num_test')} test images"
@@ -360,11 +123,11 @@ def format_report(results: Mapping[str, Any]) -> str:
         "(the WAE's stage 2 + stage 3); the WAE also has its stage 1; the pruned network is "
         "fine-tuned for stage 3's epochs. Per method:",
     ]
-    for m in methods.values():
+    for m in results.get("methods", {}).values():
         if m.get("budget"):
             lines.append(f"  - {m['label']}: {m['budget']}")
     mach = results.get("machine", {})
-    lines += [
+    return lines + [
         f"- Cost: MACs and parameters from `wae.cost.count_ops` (FlopCounterMode, conv/matmul "
         f"only, MACs = FLOPs / 2), per image; latency from `wae.cost.compare` (all methods "
         f"interleaved in one run), CPU {mach.get('cpu_model', '?')}, "
@@ -373,81 +136,99 @@ def format_report(results: Mapping[str, Any]) -> str:
         f"(no GPU).",
         f"- Total time: {results.get('timing_s', {}).get('total', 0) / 60:.1f} min.",
         "",
+    ]
+
+
+def _verdicts(results: Mapping[str, Any]) -> list[str]:
+    lines = [
         "## Verdicts",
         "",
+        "A claim that A beats B *holds* when A's top-1 is higher by more than 2 standard errors "
+        "of the difference on this test set (2 SE, binomial), *does not hold* when it is lower "
+        "by more than 2 SE, and is *inconclusive* within 2 SE. \"WAE keeps the full network's "
+        'accuracy" holds unless WAE is lower by more than 2 SE; the speed-up claim compares '
+        "measured medians with the MAC ratio.",
+        "",
     ]
-    cl = results.get("claims") or claims(results)
     rows = []
-    for c in cl:
+    for c in results.get("claims") or claims(results):
         margin = c.get("margin")
         ms = "n/a" if margin is None else f"{margin:+.2f} {c.get('unit', '')}".strip()
         if c["id"] == "speedup" and margin is not None:
             ms = f"{margin:.0%} of the MAC ratio"
         rows.append([c["claim"], c["paper"], c["ours"], f"**{c['verdict']}**", ms, c["note"]])
-    lines += _table(["claim", "paper", "ours", "verdict", "margin", "note"], rows)
-    lines += [
-        "",
-        "## Table 2: methods (paper: VGG16 on ImageNet; ours: SmallVGG on "
-        f"{results.get('dataset')})",
-        "",
+    return lines + _table(["claim", "paper", "ours", "verdict", "margin", "note"], rows)
+
+
+_TABLE2_HEADER = [
+    "method",
+    "top-1 err %",
+    "top-5 err %",
+    "CPU ms (b256)",
+    "speed-up (b256)",
+    "CPU ms (b1)",
+    "speed-up (b1)",
+    "MMACs/image",
+    "MAC ratio",
+    "paper top-5 err %",
+    "paper CPU ms",
+    "paper CPU speed-up",
+    "paper GFLOPs",
+]
+
+
+def _table2_row(key: str, m: Mapping[str, Any]) -> list[str]:
+    return [
+        m["label"],
+        fmt_err(m),
+        fmt_err(m, "top5"),
+        _lat(m, "b256"),
+        _sp(m, "b256"),
+        _lat(m, "b1"),
+        _sp(m, "b1"),
+        fmt_num(m.get("macs") and m["macs"] / 1e6),
+        fmt_num(m.get("mac_ratio"), "{:.2f}x"),
+        _paper(key, "top5_err"),
+        _paper(key, "cpu_ms"),
+        _paper(key, "speedup", suffix="x"),
+        _paper(key, "gmacs"),
     ]
+
+
+def _table2(results: Mapping[str, Any]) -> list[str]:
+    methods = results.get("methods", {})
     rows = []
-    order = ["full", "half", "wavelet", "encoder", "taylor", "thinet", "wae"]
-    for key in order:
+    for key in ("full", "half", "wavelet", "encoder", "taylor", "thinet", "wae"):
         if key == "thinet":
             rows.append(
                 ["ThiNet (not done, see below)"]
                 + ["-"] * 8
                 + [_paper(key, "top5_err"), "-", _paper(key, "speedup"), "-"]
             )
-            continue
-        m = methods.get(key)
-        if not m:
-            continue
-        rows.append(
-            [
-                m["label"],
-                _err(m),
-                _err(m, "top5"),
-                _lat(m, "b256"),
-                _sp(m, "b256"),
-                _lat(m, "b1"),
-                _sp(m, "b1"),
-                _num(m.get("macs") and m["macs"] / 1e6),
-                _num(m.get("mac_ratio"), "{:.2f}x"),
-                _paper(key, "top5_err"),
-                _paper(key, "cpu_ms"),
-                _paper(key, "speedup", suffix="x"),
-                _paper(key, "gmacs"),
-            ]
-        )
-    lines += _table(
+        elif methods.get(key):
+            rows.append(_table2_row(key, methods[key]))
+    return (
         [
-            "method",
-            "top-1 err %",
-            "top-5 err %",
-            "CPU ms (b256)",
-            "speed-up (b256)",
-            "CPU ms (b1)",
-            "speed-up (b1)",
-            "MMACs/image",
-            "MAC ratio",
-            "paper top-5 err %",
-            "paper CPU ms",
-            "paper CPU speed-up",
-            "paper GFLOPs",
-        ],
-        rows,
+            "",
+            "## Table 2: methods (paper: VGG16 on ImageNet; ours: SmallVGG on "
+            f"{results.get('dataset')})",
+            "",
+        ]
+        + _table(_TABLE2_HEADER, rows)
+        + [
+            "",
+            "Batch-256 latency is per batch of 256 images; speed-up and MAC ratio are relative "
+            "to the full-resolution network. The paper's GFLOPs are multiply-accumulates (VGG16: "
+            "15.36 G), comparable to our MACs column.",
+        ]
     )
-    lines += [
-        "",
-        "Batch-256 latency is per batch of 256 images; speed-up and MAC ratio are relative to "
-        "the full-resolution network. The paper's GFLOPs are multiply-accumulates (VGG16: "
-        "15.36 G), comparable to our MACs column.",
-        "",
-        "## Table 3: what the standard network sees (top-1 / top-5 error %)",
-        "",
-    ]
+
+
+def _tables_3_4_6(results: Mapping[str, Any]) -> list[str]:
+    """What the network sees (Table 3), fine-tuning (Table 4), accuracy (Table 6)."""
+    methods = results.get("methods", {})
+    err_header = ["top-1 err % (ours)", "top-5 err % (ours)", "paper top-5 err %"]
+    lines = ["", "## Table 3: what the standard network sees (top-1 / top-5 error %)", ""]
     rows = []
     for key, name in (
         ("ca", "cA (DWT approximation)"),
@@ -456,30 +237,30 @@ def format_report(results: Mapping[str, Any]) -> str:
         ("wae", "I_L + I_H (WAE)"),
     ):
         m = methods.get(key)
-        rows.append([name, _err(m), _err(m, "top5"), f"{PAPER['table3'][key]:.2f}"])
-    lines += _table(
-        ["input", "top-1 err % (ours)", "top-5 err % (ours)", "paper top-5 err %"], rows
-    )
+        rows.append([name, fmt_err(m), fmt_err(m, "top5"), f"{PAPER['table3'][key]:.2f}"])
+    lines += _table(["input", *err_header], rows)
     lines += ["", "## Table 4: joint fine-tuning (stage 3)", ""]
     rows = []
     for key, name in (("wae_noft", "w/o FT (stage 2 checkpoint)"), ("wae", "w/ FT (stage 3)")):
         m = methods.get(key)
-        rows.append([name, _err(m), _err(m, "top5"), f"{PAPER['table4'][key]:.2f}"])
-    lines += _table(["WAE", "top-1 err % (ours)", "top-5 err % (ours)", "paper top-5 err %"], rows)
+        rows.append([name, fmt_err(m), fmt_err(m, "top5"), f"{PAPER['table4'][key]:.2f}"])
+    lines += _table(["WAE", *err_header], rows)
     lines += ["", "## Table 6: accuracy (paper: CACD face identification)", ""]
-    rows = []
-    for key in ("full", "wavelet", "encoder", "wae"):
-        m = methods.get(key)
-        if m:
-            rows.append(
-                [
-                    m["label"],
-                    _pm(m.get("top1"), m.get("top1_std")),
-                    f"{PAPER['table6_cacd_acc'][key]:.2f}",
-                ]
-            )
-    lines += _table(["method", "top-1 acc % (ours)", "paper CACD acc %"], rows)
-    lines += ["", "## Table 7: Gaussian noise of variance V on the [0, 1] test images", ""]
+    rows = [
+        [
+            methods[key]["label"],
+            fmt_pm(methods[key].get("top1"), methods[key].get("top1_std")),
+            f"{PAPER['table6_cacd_acc'][key]:.2f}",
+        ]
+        for key in ("full", "wavelet", "encoder", "wae")
+        if methods.get(key)
+    ]
+    return lines + _table(["method", "top-1 acc % (ours)", "paper CACD acc %"], rows)
+
+
+def _table7(results: Mapping[str, Any]) -> list[str]:
+    methods = results.get("methods", {})
+    lines = ["", "## Table 7: Gaussian noise of variance V on the [0, 1] test images", ""]
     pv = PAPER["table7_cacd_noise"]["vars"]
     all_vars: list[float] = sorted(
         {round(r["var"], 8) for m in methods.values() for r in m.get("noise", [])}
@@ -489,47 +270,54 @@ def format_report(results: Mapping[str, Any]) -> str:
         nz = {round(r["var"], 8): r for r in m.get("noise", [])}
         rows.append(
             [m["label"] + " (ours)"]
-            + [_pm(nz[v]["top1"], nz[v].get("top1_std")) if v in nz else "n/a" for v in all_vars]
+            + [fmt_pm(nz[v]["top1"], nz[v].get("top1_std")) if v in nz else "n/a" for v in all_vars]
         )
     for key, name in (("full", "VGG16 (paper, CACD)"), ("wae", "WAE (paper, CACD)")):
         paper = dict(zip(pv, PAPER["table7_cacd_noise"][key], strict=True))
         rows.append([name] + [f"{paper[v]:.2f}" if v in paper else "-" for v in all_vars])
-    lines += _table(["top-1 acc % at V ="] + [f"{v:g}" for v in all_vars], rows)
+    return lines + _table(["top-1 acc % at V ="] + [f"{v:g}" for v in all_vars], rows)
+
+
+def _decomposition(results: Mapping[str, Any]) -> list[str]:
     dec = results.get("decomposition") or {}
-    if dec:
-        lines += [
-            "",
-            "## What I_H carries",
-            "",
-            "Reconstruction PSNR over the test images (dB, [0, 1] scale) from I_L alone "
-            "(D_L(I_L)) and from both (D_L(I_L) + D_H(I_H)), and the energy of I_H relative "
-            "to I_L (sum of squares). The DWT row is the reference: cA alone (details zeroed, "
-            "inverse DWT) vs the exact inverse.",
-            "",
-        ]
-        rows = []
-        for key, name in (
-            ("wae_stage1", "WAE after stage 1"),
-            ("wae_final", "WAE after stage 3"),
-            ("dwt", "CDF 9/7 DWT (cA / details)"),
-        ):
-            d = dec.get(key)
-            if d:
-                rows.append(
-                    [
-                        name,
-                        _num(d["psnr_low_only_db"]),
-                        _num(d["psnr_full_db"]),
-                        _num(d.get("energy_ratio_high_to_low"), "{:.2e}"),
-                        d["num_images"],
-                    ]
-                )
-        lines += _table(
-            ["decomposition", "PSNR I_L only", "PSNR I_L + I_H", "energy I_H / I_L", "images"],
-            rows,
-        )
+    if not dec:
+        return []
+    lines = [
+        "",
+        "## What I_H carries",
+        "",
+        "Reconstruction PSNR over the test images (dB, [0, 1] scale) from I_L alone "
+        "(D_L(I_L)) and from both (D_L(I_L) + D_H(I_H)), and the energy of I_H relative "
+        "to I_L (sum of squares). The DWT row is the reference: cA alone (details zeroed, "
+        "inverse DWT) vs the exact inverse.",
+        "",
+    ]
+    rows = []
+    for key, name in (
+        ("wae_stage1", "WAE after stage 1"),
+        ("wae_final", "WAE after stage 3"),
+        ("dwt", "CDF 9/7 DWT (cA / details)"),
+    ):
+        d = dec.get(key)
+        if d:
+            rows.append(
+                [
+                    name,
+                    fmt_num(d["psnr_low_only_db"]),
+                    fmt_num(d["psnr_full_db"]),
+                    fmt_num(d.get("energy_ratio_high_to_low"), "{:.2e}"),
+                    d["num_images"],
+                ]
+            )
+    return lines + _table(
+        ["decomposition", "PSNR I_L only", "PSNR I_L + I_H", "energy I_H / I_L", "images"],
+        rows,
+    )
+
+
+def _pruning(results: Mapping[str, Any]) -> list[str]:
     pr = results.get("pruning") or {}
-    lines += ["", "## Pruning peers", ""]
+    lines = ["", "## Pruning peers", ""]
     if pr:
         first = next(iter(pr.values()))
         lines += [
@@ -550,21 +338,31 @@ def format_report(results: Mapping[str, Any]) -> str:
             + ".",
             "",
         ]
-    lines += [
+    return lines + [
         "ThiNet is not run: it has no maintained implementation for current PyTorch (the "
         "authors' release is Caffe, and Torch-Pruning does not provide its "
         "reconstruction-based channel selection), and re-implementing it here would not be "
         "the method the paper compares against. Its paper numbers are shown for reference.",
     ]
+
+
+def _figures(results: Mapping[str, Any]) -> list[str]:
+    """Each figure with its caption (what its markers, colours and brackets mean)."""
     figs = results.get("figures") or {}
-    if figs:
-        lines += ["", "## Figures", ""]
-        for name, path in figs.items():
-            lines += [f"### {name}", "", f"![{name}]({path})", ""]
+    captions = results.get("figure_captions") or {}
+    if not figs:
+        return []
+    lines = ["", "## Figures", ""]
+    for name, path in figs.items():
+        lines += [f"### {name}", "", f"![{name}]({path})", ""]
+        if captions.get(name):
+            lines += [f"*{captions[name]}*", ""]
+    return lines
+
+
+def _notes(results: Mapping[str, Any]) -> list[str]:
     notes = results.get("notes") or []
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines).rstrip() + "\n"
+    return ["", "## Notes", ""] + [f"- {n}" for n in notes] if notes else []
 
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path) -> Path:

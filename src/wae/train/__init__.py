@@ -6,8 +6,11 @@
     model, doc = wae.checkpoint.load_model(result["final_checkpoint"])
     evaluate(model, test_set, noise_vars=[0.01, 0.05])
 
+``train`` is another name for ``run_training``: one run, what a seed process calls.
+
 See :mod:`wae.train.config` for the recipe schema and the override syntax, and
-:mod:`wae.train.engine` for the stage semantics and the resume guarantees.
+:mod:`wae.train.engine` for the stage semantics, the resume guarantees and the parts of the
+trainer (stages, loop, checkpointing, setup).
 """
 
 from .config import (
@@ -25,9 +28,13 @@ from .config import (
     fingerprint,
     load_config,
 )
+from .datasets import build_datasets, resolve_image
 from .engine import StageModule, TrainHooks, TrainingError, run_training
+from .eval_checkpoint import evaluate_checkpoint
 from .evaluate import evaluate, format_eval
 from .rundir import RunDirError
+
+train = run_training  # the one-run service under its short name
 
 __all__ = [
     "ConfigError",
@@ -42,12 +49,16 @@ __all__ = [
     "TrainConfig",
     "TrainHooks",
     "TrainingError",
+    "build_datasets",
     "config_diff",
     "config_from_dict",
     "config_to_dict",
     "evaluate",
+    "evaluate_checkpoint",
     "fingerprint",
     "format_eval",
     "load_config",
+    "resolve_image",
     "run_training",
+    "train",
 ]

@@ -10,7 +10,6 @@ model (and every V) sees the same draws.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -20,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..runtime import autocast
 from .distributed import DistEnv
 
-__all__ = ["evaluate", "format_eval", "noise_for"]
+__all__ = ["evaluate", "format_eval", "noise_for", "shard_loader", "topk_hits"]
 
 
 class _Indexed(Dataset):
@@ -49,11 +49,90 @@ def noise_for(indices: torch.Tensor, shape: Sequence[int], seed: int = 0) -> tor
     return out
 
 
-def _autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+def topk_hits(
+    logits: torch.Tensor, y: torch.Tensor, k: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 hit, top-k hit), bools (N,), for scores (N, K) and labels (N,); k is capped at K."""
+    topk = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return topk[:, 0] == y, (topk == y[:, None]).any(1)
+
+
+def shard_loader(
+    dataset: Dataset, env: DistEnv, *, batch_size: int, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """In-order batches of this rank's strided shard of `dataset` (items rank, rank + world,
+    ...): every item is counted once over the ranks, nothing is padded."""
+    shard = list(range(env.rank, len(dataset), env.world_size))  # type: ignore[arg-type]
+    return DataLoader(
+        Subset(dataset, shard),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )
+
+
+class _Tally:
+    """The counts of one evaluation: (top-1, top-k) hits clean (row 0) and per noise variance
+    (row 1 + j), the summed clean loss, and per-class (correct, total) clean top-1."""
+
+    def __init__(self, n_noise: int, k_classes: int | None) -> None:
+        self.counts = torch.zeros(1 + n_noise, 2, dtype=torch.float64)
+        self.loss_sum = torch.zeros(1, dtype=torch.float64)
+        self.per_class: torch.Tensor | None = None  # (K, 2), once K is known
+        self.k_classes = k_classes
+
+    def add(self, j: int, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Count scores (N, K) float32 against labels (N,) in row `j` (0: clean)."""
+        self.k_classes = self.k_classes or logits.shape[1]
+        hit1, hitk = topk_hits(logits, y)
+        self.counts[j, 0] += hit1.sum().item()
+        self.counts[j, 1] += hitk.sum().item()
+        if j == 0:
+            self.loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            k = logits.shape[1]
+            if self.per_class is None:
+                self.per_class = torch.zeros(k, 2, dtype=torch.float64)
+            self.per_class[:, 0] += torch.bincount(y[hit1].cpu(), minlength=k).double()
+            self.per_class[:, 1] += torch.bincount(y.cpu(), minlength=k).double()
+
+    def summary(
+        self, env: DistEnv, n_total: int, classes: list[str], noise_vars: list[float], seed: int
+    ) -> dict[str, Any]:
+        """The counts summed over the ranks, as :func:`evaluate`'s result."""
+        per_class = self.per_class
+        if per_class is None:
+            per_class = torch.zeros(self.k_classes or 1, 2, dtype=torch.float64)
+        counts = env.all_reduce_sum(self.counts)
+        loss_sum = env.all_reduce_sum(self.loss_sum)
+        per_class = env.all_reduce_sum(per_class)
+        n = max(1, n_total)
+        names = (
+            classes if len(classes) == len(per_class) else [str(i) for i in range(len(per_class))]
+        )
+        return {
+            "num_images": n_total,
+            "num_classes": len(per_class),
+            "top1": 100.0 * float(counts[0, 0]) / n,
+            "top5": 100.0 * float(counts[0, 1]) / n,
+            "topk": min(5, len(per_class)),
+            "loss": float(loss_sum) / n,
+            "per_class": {
+                name: (100.0 * float(c) / float(t) if t > 0 else None)
+                for name, (c, t) in zip(names, per_class.tolist(), strict=True)
+            },
+            "noise": [
+                {
+                    "var": v,
+                    "std": math.sqrt(v),
+                    "top1": 100.0 * float(counts[1 + j, 0]) / n,
+                    "top5": 100.0 * float(counts[1 + j, 1]) / n,
+                }
+                for j, v in enumerate(noise_vars)
+            ],
+            "noise_seed": seed,
+            "noise_clamped": False,
+        }
 
 
 @torch.no_grad()
@@ -79,35 +158,30 @@ def evaluate(
     variance in `noise_vars` (a variance of 0 gives the clean numbers). With `env` of several
     processes, each evaluates a strided shard and the counts are summed (exact, no padding).
     The model's train/eval mode is restored afterwards. ``memory_format``: that of the batches
-    (channels_last for a model trained so).
+    (channels_last for a model trained so). ``amp`` applies on CUDA only.
     """
     env = env or DistEnv()
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
     device = torch.device(device)
     classes = list(classes if classes is not None else getattr(dataset, "classes", []))
-    n_total = len(dataset)  # type: ignore[arg-type]
-    shard = list(range(env.rank, n_total, env.world_size))
-    loader = DataLoader(
-        Subset(_Indexed(dataset), shard),
+    loader = shard_loader(
+        _Indexed(dataset),
+        env,
         batch_size=batch_size,
-        shuffle=False,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
+    amp = amp if device.type == "cuda" else None
     noise_vars = [float(v) for v in noise_vars]
-    was_training = model.training
-    model.eval()
-    k_classes = len(classes) if classes else None
-    # counts[0] clean, counts[1 + j] noise variance j: (correct top-1, correct top-k)
-    counts = torch.zeros(1 + len(noise_vars), 2, dtype=torch.float64)
-    loss_sum = torch.zeros(1, dtype=torch.float64)
-    per_class: torch.Tensor | None = None  # (K, 2): correct, total
+    tally = _Tally(len(noise_vars), len(classes) if classes else None)
     it = loader
     if progress and env.is_main:
         from tqdm.auto import tqdm
 
         it = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    was_training = model.training
+    model.eval()
     try:
         for x, y, idx in it:
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -115,57 +189,12 @@ def evaluate(
             z = noise_for(idx, x.shape[1:], seed).to(device) if noise_vars else None
             for j, var in enumerate([None, *noise_vars]):
                 xin = x if var is None else x + math.sqrt(var) * z
-                with _autocast(device, amp):
+                with autocast(device, amp):
                     logits = model(xin)
-                logits = logits.float()
-                k_classes = k_classes or logits.shape[1]
-                k = min(5, logits.shape[1])
-                topk = logits.topk(k, dim=1).indices
-                hit1 = topk[:, 0] == y
-                hitk = (topk == y[:, None]).any(1)
-                counts[j, 0] += hit1.sum().item()
-                counts[j, 1] += hitk.sum().item()
-                if var is None:
-                    loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-                    if per_class is None:
-                        per_class = torch.zeros(logits.shape[1], 2, dtype=torch.float64)
-                    per_class[:, 0] += torch.bincount(
-                        y[hit1].cpu(), minlength=logits.shape[1]
-                    ).double()
-                    per_class[:, 1] += torch.bincount(y.cpu(), minlength=logits.shape[1]).double()
+                tally.add(j, logits.float(), y)
     finally:
         model.train(was_training)
-    if per_class is None:
-        per_class = torch.zeros(k_classes or 1, 2, dtype=torch.float64)
-    counts = env.all_reduce_sum(counts)
-    loss_sum = env.all_reduce_sum(loss_sum)
-    per_class = env.all_reduce_sum(per_class)
-    n = max(1, n_total)
-    names = classes if len(classes) == len(per_class) else [str(i) for i in range(len(per_class))]
-    result: dict[str, Any] = {
-        "num_images": n_total,
-        "num_classes": len(per_class),
-        "top1": 100.0 * float(counts[0, 0]) / n,
-        "top5": 100.0 * float(counts[0, 1]) / n,
-        "topk": min(5, len(per_class)),
-        "loss": float(loss_sum) / n,
-        "per_class": {
-            name: (100.0 * float(c) / float(t) if t > 0 else None)
-            for name, (c, t) in zip(names, per_class.tolist(), strict=True)
-        },
-        "noise": [
-            {
-                "var": v,
-                "std": math.sqrt(v),
-                "top1": 100.0 * float(counts[1 + j, 0]) / n,
-                "top5": 100.0 * float(counts[1 + j, 1]) / n,
-            }
-            for j, v in enumerate(noise_vars)
-        ],
-        "noise_seed": seed,
-        "noise_clamped": False,
-    }
-    return result
+    return tally.summary(env, len(dataset), classes, noise_vars, seed)  # type: ignore[arg-type]
 
 
 def format_eval(result: dict[str, Any], header: Sequence[tuple[str, str]] = ()) -> str:

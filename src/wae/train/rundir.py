@@ -34,9 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import CheckpointError, read_meta
 from .config import ConfigError, config_diff, fingerprint, stage_fingerprint
 
-__all__ = ["RunDirError", "RunPlan", "inspect", "move_aside", "plan_run"]
+__all__ = [
+    "RunDirError",
+    "RunPlan",
+    "epoch_checkpoint_name",
+    "inspect",
+    "move_aside",
+    "plan_run",
+    "read_latest",
+    "read_results",
+    "stage_dir",
+]
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -86,6 +97,27 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_latest(out: Path) -> dict[str, Any] | None:
+    """``checkpoints/latest.json`` of the run in `out`: {stage, epoch, dir, fingerprint,
+    stage_fingerprint} of the newest complete per-epoch checkpoint; None if there is none."""
+    return _read_json(out / CKPTS / LATEST)
+
+
+def read_results(out: Path) -> dict[str, Any] | None:
+    """``results.json`` of the run in `out` (written when its last stage completes), or None."""
+    return _read_json(out / RESULTS)
+
+
+def stage_dir(out: Path, k: int) -> Path:
+    """The checkpoint of the model at the end of stage `k` (1-based)."""
+    return out / f"stage{k}"
+
+
+def epoch_checkpoint_name(k: int, epoch: int) -> str:
+    """The folder name, under ``checkpoints/``, of the checkpoint after `epoch` of stage `k`."""
+    return f"stage{k}-epoch{epoch:04d}"
+
+
 def inspect(out: Path) -> RunDirState:
     """Read what a previous run left in `out` (read-only)."""
     st = RunDirState()
@@ -97,13 +129,14 @@ def inspect(out: Path) -> RunDirState:
     st.ours.sort()
     doc = _read_json(out / CONFIG)
     st.config = doc.get("config") if doc else None
-    st.latest = _read_json(out / CKPTS / LATEST)
+    st.latest = read_latest(out)
     for name in st.ours:
         m = _STAGE_RE.match(name)
         if m:
-            meta = _read_json(out / name / "model.json")
-            if meta and "meta" in meta:  # model.json is written last: its presence = complete
-                st.stages[int(m.group(1))] = meta["meta"]
+            try:  # model.json is written last: a readable one means the stage completed
+                st.stages[int(m.group(1))] = read_meta(out / name)["meta"]
+            except CheckpointError:
+                pass
     return st
 
 
@@ -126,6 +159,38 @@ def _matches(st: RunDirState, cfg_dict: dict[str, Any], k: int) -> bool:
     return bool(meta) and meta.get("stage_fingerprint") == stage_fingerprint(cfg_dict, k)
 
 
+@dataclass
+class _Request:
+    """What a run asks of `out` (stages first..last under cfg_dict) and what `out` holds."""
+
+    out: Path
+    cfg_dict: dict[str, Any]
+    st: RunDirState
+    first: int
+    last: int
+    has_init: bool  # model.init can start the first stage
+
+    def predecessor(self, k: int) -> Path | None:
+        """The weights stage k starts from (None: fresh init or model.init)."""
+        st, out = self.st, self.out
+        if k == 1:
+            return None
+        if _matches(st, self.cfg_dict, k - 1):
+            return stage_dir(out, k - 1)
+        if k == self.first and self.has_init and not st.stages.get(k - 1):
+            return None  # model.init provides the start
+        why = (
+            "its checkpoint comes from a different config"
+            if st.stages.get(k - 1)
+            else "it is not in " + str(out)
+        )
+        raise RunDirError(
+            f"Stage {k} starts from the end of stage {k - 1}, but {why}. Run stage {k - 1} "
+            f"first (wae train ... --stage {k - 1}), run all stages, or set model.init to a "
+            f"checkpoint to start from."
+        )
+
+
 def plan_run(
     out: Path,
     cfg_dict: dict[str, Any],
@@ -139,71 +204,62 @@ def plan_run(
     """Decide what to do in `out` (see the module docstring); raises RunDirError if refused."""
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite contradict each other: pass one of them.")
-    st = inspect(out)
-    n = len(cfg_dict["stages"])
-    fp = fingerprint(cfg_dict)
+    req = _Request(out, cfg_dict, inspect(out), first, last, has_init)
     plan = RunPlan(first=first, last=last, start_stage=first)
-    later = [k for k in st.stages if k >= first]
-    latest_stage = int(st.latest["stage"]) if st.latest else None
-
-    def predecessor(k: int) -> Path | None:
-        """The weights stage k starts from (None: fresh init or model.init)."""
-        if k == 1:
-            return None
-        if _matches(st, cfg_dict, k - 1):
-            return out / f"stage{k - 1}"
-        if k == first and has_init and not st.stages.get(k - 1):
-            return None  # model.init provides the start
-        why = (
-            "its checkpoint comes from a different config"
-            if st.stages.get(k - 1)
-            else "it is not in " + str(out)
-        )
-        raise RunDirError(
-            f"Stage {k} starts from the end of stage {k - 1}, but {why}. Run stage {k - 1} "
-            f"first (wae train ... --stage {k - 1}), run all stages, or set model.init to a "
-            f"checkpoint to start from."
-        )
-
-    if st.empty:
+    if req.st.empty:
         if resume:
             plan.notes.append(f"Nothing to resume in {out}; starting a new run.")
-        plan.init_from = predecessor(first)
+        plan.init_from = req.predecessor(first)
         return plan
-
     if resume:
-        saved_fp = fingerprint(st.config) if st.config else None
-        ckpt_fp = st.latest.get("fingerprint") if st.latest else None
-        checks = (("config.json", saved_fp, st.config), ("checkpoint", ckpt_fp, None))
-        for label, old_fp, old in checks:
-            if old_fp is not None and old_fp != fp:
-                diff = config_diff(old, cfg_dict) if old is not None else []
-                detail = f": {'; '.join(diff[:8])}" if diff else ""
-                raise RunDirError(
-                    f"Cannot resume: the run in {out} (its {label}) was made with a different "
-                    f"config{detail}. Resume with the original config (and --set values), or "
-                    f"start over with --overwrite (the old files are moved to "
-                    f"{out}/replaced-<time>/)."
-                )
-        k = first
-        while k <= last and _matches(st, cfg_dict, k):
-            k += 1
-        plan.start_stage = k
-        if k > last:
-            plan.notes.append(f"Stage(s) {first}..{last} are already complete in {out}.")
-            return plan
-        if latest_stage == k and st.latest.get("stage_fingerprint") == stage_fingerprint(
-            cfg_dict, k
-        ):
-            plan.resume_dir = out / CKPTS / str(st.latest["dir"])
-        else:
-            plan.init_from = predecessor(k)
-        return plan
+        return _plan_resume(req, plan)
+    return _plan_again(req, plan, overwrite)
 
-    replaced = set(later) | ({latest_stage} if latest_stage and latest_stage >= first else set())
+
+def _plan_resume(req: _Request, plan: RunPlan) -> RunPlan:
+    """--resume: same config, continue at the first stage not complete (from its newest
+    per-epoch checkpoint if it has one)."""
+    st, out, cfg_dict = req.st, req.out, req.cfg_dict
+    fp = fingerprint(cfg_dict)
+    saved_fp = fingerprint(st.config) if st.config else None
+    ckpt_fp = st.latest.get("fingerprint") if st.latest else None
+    checks = (("config.json", saved_fp, st.config), ("checkpoint", ckpt_fp, None))
+    for label, old_fp, old in checks:
+        if old_fp is not None and old_fp != fp:
+            diff = config_diff(old, cfg_dict) if old is not None else []
+            detail = f": {'; '.join(diff[:8])}" if diff else ""
+            raise RunDirError(
+                f"Cannot resume: the run in {out} (its {label}) was made with a different "
+                f"config{detail}. Resume with the original config (and --set values) or with "
+                f"-c {out / CONFIG}, or start over with --overwrite (the old files are moved "
+                f"to {out}/replaced-<time>/)."
+            )
+    k = req.first
+    while k <= req.last and _matches(st, cfg_dict, k):
+        k += 1
+    plan.start_stage = k
+    if k > req.last:
+        plan.notes.append(f"Stage(s) {req.first}..{req.last} are already complete in {out}.")
+        return plan
+    latest_stage = int(st.latest["stage"]) if st.latest else None
+    if latest_stage == k and st.latest.get("stage_fingerprint") == stage_fingerprint(cfg_dict, k):
+        plan.resume_dir = out / CKPTS / str(st.latest["dir"])
+    else:
+        plan.init_from = req.predecessor(k)
+    return plan
+
+
+def _plan_again(req: _Request, plan: RunPlan, overwrite: bool) -> RunPlan:
+    """Neither --resume nor a new directory: allowed when nothing the run would write is
+    there yet (the next stage of a staged run); with --overwrite, what it replaces moves aside."""
+    st, out, cfg_dict, first = req.st, req.out, req.cfg_dict, req.first
+    latest_stage = int(st.latest["stage"]) if st.latest else None
+    replaced = {k for k in st.stages if k >= first}
+    replaced |= {latest_stage} if latest_stage and latest_stage >= first else set()
     final_there = any(x in st.ours for x in (FINAL, RESULTS))
-    conflict = bool(replaced) or (final_there and last == n) or first == 1
-    if not conflict and st.config is not None and fingerprint(st.config) != fp:
+    conflict = bool(replaced) or (final_there and req.last == len(cfg_dict["stages"]))
+    conflict = conflict or first == 1
+    if not conflict and st.config is not None and fingerprint(st.config) != fingerprint(cfg_dict):
         # Starting a later stage under a changed config: the old config.json is kept aside.
         plan.move.append(CONFIG)
         plan.notes.append(
@@ -211,14 +267,14 @@ def plan_run(
             + "; ".join(config_diff(st.config, cfg_dict)[:8])
         )
     if conflict and not overwrite:
-        what = _describe(st, n)
         raise RunDirError(
-            f"{out} already holds a run ({what}). Pass --resume to continue it, --overwrite to "
-            f"start {'over' if first == 1 else f'again from stage {first}'} (the files it "
+            f"{out} already holds a run ({_describe(st, len(cfg_dict['stages']))}). Pass "
+            f"--resume to continue it, --overwrite to start "
+            f"{'over' if first == 1 else f'again from stage {first}'} (the files it "
             f"replaces are moved to {out}/replaced-<time>/, nothing is deleted), or choose "
             f"another output directory."
         )
-    plan.init_from = predecessor(first)
+    plan.init_from = req.predecessor(first)
     if conflict:  # overwrite
         if first == 1:
             plan.move = list(st.ours)

@@ -1,0 +1,54 @@
+"""Deployment benchmark: WAE against the full- and half-resolution network, per backend.
+
+    from wae.bench import run_bench, format_markdown
+    doc = run_bench(["small_vgg_28"], batch_sizes=[1], threads=[1], backends=["eager", "ort"])
+    print(format_markdown(doc))
+
+One concern per module:
+
+* :mod:`~wae.bench.models`: the full / half / wae trio of a backbone (``build_models``);
+* :mod:`~wae.bench.backends`: one model made ready on one backend (eager, channels_last,
+  compile, optimized, ort, ort_optimized) and the per-backbone cache of exports;
+* :mod:`~wae.bench.matrix`: the (backbone, batch size, thread count) matrix, timed with the
+  library's timer one runtime at a time (``run_bench``);
+* :mod:`~wae.bench.report`: its Markdown tables (``format_markdown``);
+* :mod:`~wae.bench.parts`: where WAE's time goes, part by part (``time_parts``).
+
+Scratch files (the ONNX exports) go to a temporary directory unless a ``workdir`` is given;
+``wae bench`` writes its results under ``--output-dir`` (default ``runs/bench``).
+"""
+
+from .backends import (
+    ALL_BACKENDS,
+    PYTORCH_TUNED,
+    BackboneCache,
+    BackendUnavailable,
+    Prepared,
+    prepare_backend,
+)
+from .matrix import BenchConfig, resolve_threads, run_bench, run_config
+from .models import MODELS, QUICK_BACKBONE, BenchError, build_models
+from .parts import PARTS, format_parts_markdown, time_parts, wae_parts
+from .report import format_markdown
+
+__all__ = [
+    "ALL_BACKENDS",
+    "MODELS",
+    "PARTS",
+    "PYTORCH_TUNED",
+    "QUICK_BACKBONE",
+    "BackboneCache",
+    "BackendUnavailable",
+    "BenchConfig",
+    "BenchError",
+    "Prepared",
+    "build_models",
+    "format_markdown",
+    "format_parts_markdown",
+    "prepare_backend",
+    "resolve_threads",
+    "run_bench",
+    "run_config",
+    "time_parts",
+    "wae_parts",
+]

@@ -1,0 +1,94 @@
+"""Markdown report of :func:`wae.bench.run_bench`'s result: one table per config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["format_markdown"]
+
+
+def _cell(e: Mapping[str, Any] | None) -> str:
+    if not e:
+        return "-"
+    if e.get("status") != "ok":
+        return "failed"
+    return f"{e['median_ms']:.2f} ± {e['iqr_ms']:.2f}"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.2f}x"
+
+
+def format_markdown(result: Mapping[str, Any]) -> str:
+    """A Markdown report of :func:`run_bench`'s result: one table per config."""
+    mach, settings = result["machine"], result["settings"]
+    lines = [
+        "# wae bench",
+        "",
+        f"- CPU: {mach['cpu_model']} ({mach.get('usable_cores')} usable cores); torch "
+        f"{mach['torch_version']}, onnxruntime {result.get('onnxruntime_version', '?')}",
+        f"- load average (1/5/15 min) at start {result.get('load_avg_start')}, at end "
+        f"{result.get('load_avg_end')}"
+        + (
+            " — the machine was busy; treat the timings as noisy"
+            if (result.get("load_avg_start") or [0])[0] > 0.5
+            else ""
+        ),
+        f"- timing: median ± IQR in ms over `torch.utils.benchmark` blocks, one runtime at a "
+        f"time, {settings['rounds']} interleaved rounds within it, "
+        f"{settings['min_run_time']} s per candidate, "
+        f"{settings['warmup']} warm-up calls; device {settings['device']}"
+        + (", AMP" if settings.get("amp") else ""),
+        "- speed-up = full-resolution network's best backend / WAE's best backend (medians)",
+        "",
+    ]
+    backends = settings["backends"]
+    for c in result["configs"]:
+        lines += [
+            f"## {c['label']}",
+            "",
+            f"load average before timing {c['load_avg_before']}, after {c['load_avg_after']}",
+            "",
+            "| model | GMACs | " + " | ".join(backends) + " | best | speed-up (best) | MAC ratio |",
+            "|---|---:|" + "---:|" * len(backends) + "---|---:|---:|",
+        ]
+        for name, per in c["models"].items():
+            best = c["best"].get(name)
+            sp = 1.0 if name == "full" and best else (
+                c["speedup"] if name == "wae" else c.get("half_speedup")
+            )  # fmt: skip
+            gmacs = c["macs"].get(name)
+            lines.append(f"| {name} | {gmacs / 1e9:.2f} | " if gmacs else f"| {name} | - | ")
+            lines[-1] += " | ".join(_cell(per.get(b)) for b in backends)
+            lines[-1] += (
+                f" | {best['backend'] if best else '-'} | {_x(sp)} | "
+                f"{_x(c['mac_ratio'].get(name))} |"
+            )
+        notes = []
+        for name, per in c["models"].items():
+            for b, e in per.items():
+                if e.get("status") != "ok":
+                    notes.append(f"{name}/{b}: {e.get('error')}")
+                elif b == "compile" and e.get("note"):
+                    notes.append(f"{name}/compile: {e['note']}")
+        gains = []
+        for name, g in c.get("gain_over_eager", {}).items():
+            if g:
+                gains.append(f"{name}: " + ", ".join(f"{b} {v:.2f}x" for b, v in g.items()))
+        per_b = ", ".join(
+            f"{b} {_x(v)}" for b, v in c.get("speedup_per_backend", {}).items() if v is not None
+        )
+        lines += ["", f"- WAE speed-up on the same backend: {per_b}"]
+        if gains:
+            lines.append("- gain over eager (eager time / backend time): " + "; ".join(gains))
+        for name, t in c.get("pytorch_tuned_best", {}).items():
+            if t:
+                lines.append(
+                    f"- {name}: PyTorch best of channels_last / compile is {t['backend']} "
+                    f"({t['median_ms']:.2f} ms)"
+                )
+        lines += [f"- {n}" for n in notes]
+        lines.append("")
+    return "\n".join(lines)

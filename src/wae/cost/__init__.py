@@ -1,0 +1,68 @@
+"""Honest cost measurement: operation counts, parameters and wall-clock latency.
+
+The paper's claim is "about 1/4 of the FLOPs"; this package is how the library checks that
+claim and whether it turns into real speed. Everything here is a library function so that
+scripts, tests and the CLI report the same numbers, measured the same way.
+
+Conventions (read these before quoting a number):
+
+* **FLOPs** are whatever :class:`torch.utils.flop_counter.FlopCounterMode` reports. We never
+  write per-layer formulas ourselves, so the counts follow PyTorch's registered formulas.
+* FlopCounterMode counts **2 FLOPs per multiply-accumulate** for convolutions and matrix
+  products (``aten.convolution``, ``aten.mm``, ``aten.addmm``, ``aten.bmm``, attention, ...).
+  **MACs = FLOPs / 2.** Papers (including Chen et al.) usually quote MACs under the name
+  "FLOPs"; VGG16 at 224x224 is ~15.47 G MACs = ~30.9 G FLOPs.
+* Only those ops are counted. Element-wise and reduction work is **not** counted: ReLU,
+  BatchNorm in eval mode, bias adds of convolutions, residual/elementwise adds, pooling,
+  softmax, resizing, concatenation. On CPUs these are often memory-bound and can be a large
+  share of latency, which is one reason a 4x MAC reduction need not give a 4x speed-up.
+* Counting runs in eval mode under ``torch.no_grad`` (the model's training flags are restored
+  afterwards). Counts are for the given input shape, batch included.
+* **Latency** uses :mod:`torch.utils.benchmark` (``Timer.blocked_autorange``): explicit
+  warm-up, a fixed thread count (restored afterwards), optional interleaving of models across
+  rounds, and median + interquartile range (IQR) over the measured blocks. On CUDA the
+  benchmark timer synchronises the accelerator before reading the clock, so asynchronous
+  kernel launches are not mistaken for finished work; we also synchronise after warm-up.
+
+Modules, one concern each: :mod:`.ops` (counting), :mod:`.latency` (timing),
+:mod:`.machine` (the machine description), :mod:`.profiling` (:func:`profile` and
+:func:`compare`), :mod:`.baselines` (full / half resolution / WAE, what ``wae profile`` runs)
+and :mod:`.report` (the table and JSON renderings).
+
+Quick look::
+
+    print(wae.profile(net, 224))                   # one model: parts, MACs, params, latency
+    print(wae.profile(net, 224, baselines=True))   # vs its backbone at full and half size
+"""
+
+from ._common import ExampleInput
+from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare_baselines
+from .latency import Latency, measure_interleaved, measure_latency
+from .machine import machine_info
+from .ops import OTHER, OpCount, PartCount, PartsSpec, count_ops
+from .profiling import Comparison, ModelProfile, compare, profile
+from .report import comparison_to_dict, format_profile, format_table
+
+__all__ = [
+    "OTHER",
+    "PAPER_BOUND",
+    "BaselineComparison",
+    "Comparison",
+    "ExampleInput",
+    "Latency",
+    "ModelProfile",
+    "OpCount",
+    "PartCount",
+    "PartsSpec",
+    "build_baselines",
+    "compare",
+    "compare_baselines",
+    "comparison_to_dict",
+    "count_ops",
+    "format_profile",
+    "format_table",
+    "machine_info",
+    "measure_interleaved",
+    "measure_latency",
+    "profile",
+]

@@ -1,0 +1,199 @@
+"""What WAE is measured against (the paper's Table 1 setting): the same backbone at full
+resolution ("baseline"), on the image resized to half size ("half_res", the paper's I_R) and
+inside WAE ("wae"), profiled side by side. `wae profile` is this module on the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import WAEError
+from ..models import PlainNet, WAENet
+from ..runtime import is_out_of_memory
+from .ops import PartsSpec
+from .profiling import Comparison, compare, input_shape
+from .report import format_table
+
+__all__ = ["PAPER_BOUND", "BaselineComparison", "build_baselines", "compare_baselines"]
+
+#: The paper's upper bound on WAE's speed-up: I_L costs 1/4, I_H (1/4 width) 1/64 -> 3.76x.
+PAPER_BOUND = 1 / (1 / 4 + 1 / 64)
+
+#: The three models, in the order they are built, timed and reported.
+SLOTS = ("baseline", "half_res", "wae")
+
+# Keys of a model's `wae_spec` kwargs that only one of the two builders takes (the WAE's
+# heads and decomposer, PlainNet's `half`) or that the comparison sets itself: derived from
+# the builders' signatures, so a new builder option needs no edit here.
+_OWN_KEYS = {
+    *(
+        set(inspect.signature(WAENet.from_backbone).parameters)
+        ^ set(inspect.signature(PlainNet.from_backbone).parameters)
+    ),
+    "input_size",
+}
+
+
+class BaselineComparison(Comparison):
+    """:func:`compare_baselines`' result: a :class:`Comparison` of ``"baseline"``,
+    ``"half_res"`` and ``"wae"``, plus ``"backbone"``. Prints as the table followed by the
+    WAE-vs-full-resolution summary; :meth:`to_report` is the ``wae profile --json`` document.
+    """
+
+    def summary(self) -> str:
+        """One line: WAE's MAC ratio and speed-up over full resolution, and the paper's bound."""
+        mr, sp = self["mac_ratio"]["wae"], self["speedup"]["wae"]
+        return (
+            "WAE vs full resolution: MAC ratio "
+            + (f"{mr:.2f}x" if mr is not None else "-")
+            + ", measured speed-up "
+            + (f"{sp:.2f}x" if sp is not None else "not measured")
+            + f"; the paper's bound 1 / (1/4 + 1/64) = {PAPER_BOUND:.2f}x."
+        )
+
+    def to_report(self) -> dict[str, Any]:
+        """Each model's headline figures, then the summary, the machine and the settings."""
+        out = self.to_dict()
+        doc: dict[str, Any] = {name: _entry(p) for name, p in out["profiles"].items()}
+        doc.update(
+            backbone=self.get("backbone"),
+            speedup=self["speedup"]["wae"],
+            mac_ratio=self["mac_ratio"]["wae"],
+            paper_bound=PAPER_BOUND,
+            machine=out["machine"],
+            settings=out["settings"],
+        )
+        return doc
+
+    def __str__(self) -> str:
+        return format_table(self) + "\n\n" + self.summary()
+
+    __repr__ = __str__
+
+
+def _entry(p: dict) -> dict:
+    """One model's JSON entry: the headline figures first, then everything measured."""
+    lat = p.get("latency") or {}
+    return {
+        "macs": p["ops"]["macs"],
+        "flops": p["ops"]["flops"],
+        "params": p["ops"]["params"],
+        "latency_ms": lat.get("median_ms"),
+        "latency_iqr_ms": lat.get("iqr_ms"),
+        "memory_format": lat.get("memory_format"),
+        "parts": p["ops"]["parts"],
+        "latency": lat or None,
+    }
+
+
+def _build(slot: str, backbone: str, input_size: Any, kwargs: dict[str, Any]) -> nn.Module:
+    if slot == "wae":
+        net: nn.Module = WAENet.from_backbone(backbone, input_size=input_size, **kwargs)
+    else:
+        net = PlainNet.from_backbone(backbone, half=slot == "half_res", **kwargs)
+    return net.eval()
+
+
+def build_baselines(
+    backbone: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    input_size: int | Sequence[int] = 224,
+    **backbone_kwargs: Any,
+) -> dict[str, nn.Module]:
+    """The three models `wae profile` compares, freshly initialised, in eval mode."""
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)
+    return {slot: _build(slot, backbone, input_size, kwargs) for slot in SLOTS}
+
+
+def _around(model: nn.Module, input_size: Any) -> tuple[dict[str, nn.Module], str, str]:
+    """The trio around a WAENet or PlainNet built from a backbone name: (models, backbone,
+    the model's own slot). The other two are built from the model's spec."""
+    spec = getattr(model, "wae_spec", None)
+    if not isinstance(model, (WAENet, PlainNet)) or not spec:
+        raise WAEError(
+            f"Comparing with the baselines needs to know the backbone, and this "
+            f"{type(model).__name__} does not say: pass a backbone name instead "
+            f"(compare_baselines('vgg16', ...)), or a model built with "
+            f"WAENet.from_backbone('<name>', ...)."
+        )
+    slot = "wae" if isinstance(model, WAENet) else "half_res" if model.half else "baseline"
+    kwargs = {k: v for k, v in spec["kwargs"].items() if k not in _OWN_KEYS}
+    models = {
+        s: model if s == slot else _build(s, spec["backbone"], input_size, kwargs) for s in SLOTS
+    }
+    return models, spec["backbone"], slot
+
+
+@contextlib.contextmanager
+def _advise_on_oom(what: str, shape: Sequence[int]) -> Iterator[None]:
+    """Turn running out of memory into a WAEError that says what to make smaller."""
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        cause = e.__cause__ if e.__cause__ is not None else e
+        raise WAEError(
+            f"Not enough memory to profile {what} on a {'x'.join(map(str, shape))} input "
+            f"({str(cause).strip().splitlines()[0]}). Use a smaller input size or batch size."
+        ) from e
+
+
+def compare_baselines(
+    model: str | nn.Module,
+    input_size: int | Sequence[int] = 224,
+    *,
+    num_classes: int = 1000,
+    in_chans: int | None = None,
+    batch_size: int = 1,
+    parts: PartsSpec | None = None,
+    device: str | torch.device | None = None,
+    **compare_kwargs: Any,
+) -> BaselineComparison:
+    """Profile a backbone at full resolution, at half resolution and inside WAE, interleaved.
+
+    ``model`` is a backbone name (a torchvision name, ``"timm:<name>"``, ``"small_vgg"``), from
+    which all three are built with ``num_classes`` and ``in_chans`` (default 3); or a
+    WAENet/PlainNet built from one, which takes its own place in the trio while the other two
+    follow its spec (``num_classes`` is then unused, ``in_chans`` defaults to the model's).
+    ``parts`` regroups the WAE's (or the given model's) cost breakdown. Models built here are
+    moved to ``device``. ``compare_kwargs`` go to :func:`compare` (``latency``, ``threads``,
+    ``memory_format``, ``min_run_time``, ``rounds``, ...); the reference is ``"baseline"``.
+    ``print()`` the result for the table and the summary line.
+    """
+    if in_chans is None:
+        in_chans = 3 if isinstance(model, str) else getattr(model, "in_chans", 3)
+    shape = input_shape(input_size, batch_size, in_chans)
+    with _advise_on_oom(model if isinstance(model, str) else type(model).__name__, shape):
+        if isinstance(model, str):
+            backbone, slot = model, "wae"
+            models = build_baselines(
+                model, num_classes=num_classes, in_chans=in_chans, input_size=input_size
+            )
+            given = None
+        else:
+            models, backbone, slot = _around(model, input_size)
+            given = model
+        if device is not None:
+            for m in models.values():
+                if m is not given:  # a caller's own model stays where it is
+                    m.to(device)
+        result = compare(
+            models,
+            input_size,
+            batch_size=batch_size,
+            in_chans=in_chans,
+            parts={slot: parts} if parts is not None else None,
+            device=device,
+            reference="baseline",
+            **compare_kwargs,
+        )
+    return BaselineComparison(result, backbone=backbone)

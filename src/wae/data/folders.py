@@ -1,0 +1,167 @@
+"""Image-folder sources: ``root/<class>/<image>`` trees (ImageNet, face identities, ...).
+
+Split folders (``root/train``, ``root/val``, ...) are used when present; otherwise a seeded,
+stratified 10% per class is held out as val/test. Unreadable images raise :class:`DataError`
+naming the file; skipping them is the dataset's job (``LabeledDataset(skip_bad=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision import datasets as tv_datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+from .errors import DataError, DataWarning, fail_if
+from .splits import stratified_split
+
+__all__ = ["FOLDER_VAL_FRACTION", "ImageFolderSource", "check_image_root", "folder_source"]
+
+logger = logging.getLogger(__name__)
+
+# Folder names accepted for each split in an ImageFolder tree, in order of preference. Datasets
+# with a single held-out set (ImageNet's "val" is the paper's test set) serve both val and test.
+_SPLIT_DIRS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "val": ("val", "valid", "validation", "test"),
+    "test": ("test", "val", "valid", "validation"),
+}
+# Held-out fraction when an ImageFolder tree has no split folders at all.
+FOLDER_VAL_FRACTION = 0.1
+
+# PIL modes holding one channel; anything else is treated as colour.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# What PIL raises for a file that is not a (complete) image.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+class ImageFolderSource(tv_datasets.ImageFolder):
+    """torchvision ImageFolder with clear errors, bad-file handling and colour-mode control.
+
+    Items are ``(PIL image in mode "RGB" or "L", label)``. Images whose colour mode differs
+    from ``in_chans`` (grey in a colour dataset or vice versa) are converted, with one
+    :class:`DataWarning` per dataset. An unreadable or truncated image raises
+    :class:`DataError` naming the file; skipping is done by :class:`LabeledDataset`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], in_chans: int = 3):
+        root = Path(root).expanduser()
+        check_image_root(root)
+        try:
+            super().__init__(str(root))
+        except FileNotFoundError as e:
+            raise DataError(
+                f"Image folder {root} has class folders but no usable images ({e}). Add images "
+                f"to every class folder or remove the empty ones."
+            ) from e
+        self.in_chans = in_chans
+        self._mode = "RGB" if in_chans == 3 else "L"
+        self._warned_colour = False
+
+    def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
+        # Skip hidden folders (.ipynb_checkpoints, .DS_Store dirs...) that would become classes.
+        classes = sorted(
+            e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")
+        )
+        return classes, {c: i for i, c in enumerate(classes)}
+
+    def load(self, path: str) -> Image.Image:
+        """Decode ``path`` fully and convert it to the model's colour mode."""
+        try:
+            with Image.open(path) as im:
+                im.load()  # full decode: Image.open only reads the header, missing truncation
+                src_mode = im.mode
+                out = im.convert(self._mode)
+        except _DECODE_ERRORS as e:
+            raise DataError(
+                f"Cannot read image {path}: {e}. The file is unreadable, truncated or not an "
+                f"image. Delete or replace it, or pass skip_bad=True (--skip-bad) to skip bad "
+                f"images with a warning."
+            ) from e
+        src_grey = src_mode in _GREY_MODES
+        if src_grey != (self.in_chans == 1) and not self._warned_colour:
+            self._warned_colour = True
+            kind = "greyscale" if src_grey else "colour"
+            warnings.warn(
+                f"{path} is {kind} (mode {src_mode}) but the model expects in_chans="
+                f"{self.in_chans}; converting such images in {self.root} to {self._mode} "
+                f"(said once per dataset).",
+                DataWarning,
+                stacklevel=2,
+            )
+        return out
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, target = self.samples[index]
+        return self.load(path), target
+
+    def verify(self, indices: Sequence[int] | None = None) -> list[tuple[int, str, str]]:
+        """Decode every image (or those at ``indices``); return ``(index, path, reason)`` of
+        the bad ones. Slow on big trees: it reads every file."""
+        bad = []
+        for i in range(len(self.samples)) if indices is None else indices:
+            path = self.samples[i][0]
+            try:
+                with Image.open(path) as im:
+                    im.load()
+            except _DECODE_ERRORS as e:
+                bad.append((int(i), path, str(e)))
+        return bad
+
+
+def check_image_root(root: Path) -> None:
+    """Raise :class:`DataError` unless ``root`` looks like ``root/<class>/<image>``."""
+    layout = "root/<class>/<image> (optionally root/train/<class>/... and root/val/<class>/...)"
+    fail_if(
+        not root.exists(),
+        f"Image folder {root} does not exist. Check the path; the expected layout is {layout}.",
+    )
+    fail_if(not root.is_dir(), f"{root} is not a directory; expected an image folder: {layout}.")
+    entries = [e for e in root.iterdir() if not e.name.startswith(".")]
+    fail_if(
+        not entries,
+        f"Image folder {root} is empty. Put one sub-folder per class in it, each holding that "
+        f"class's images: {layout}.",
+    )
+    if not any(e.is_dir() for e in entries):
+        n = sum(has_file_allowed_extension(e.name, IMG_EXTENSIONS) for e in entries)
+        found = f"holds {n} images directly but" if n else "has"
+        raise DataError(
+            f"Image folder {root} {found} no class sub-folders. Images must sit in one "
+            f"sub-folder per class: {layout}."
+        )
+
+
+def folder_source(
+    path: Path, split: str, in_chans: int, seed: int
+) -> tuple[ImageFolderSource, torch.Tensor | None]:
+    """ImageFolder source for ``split`` plus the indices it uses (None: all)."""
+    check_image_root(path)
+    subdirs = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
+    split_dirs = sorted(set(subdirs) & {n for names in _SPLIT_DIRS.values() for n in names})
+    if split_dirs:
+        name = next((n for n in _SPLIT_DIRS[split] if n in subdirs), None)
+        if name is None:
+            raise DataError(
+                f"{path} has split folders ({', '.join(split_dirs)}) but none for split "
+                f"{split!r} (looked for {', '.join(_SPLIT_DIRS[split])}). Add "
+                f"{path}/{split}/<class>/<image> or pick another split."
+            )
+        if name != split:
+            logger.info("Using %s as the %s split", subdirs[name], split)
+        return ImageFolderSource(subdirs[name], in_chans), None
+    # No split folders (e.g. face-identity folders): hold out a seeded, stratified fraction.
+    source = ImageFolderSource(path, in_chans)
+    train_idx, val_idx = stratified_split(source.targets, FOLDER_VAL_FRACTION, seed)
+    logger.info(
+        "%s has no train/val folders; using a seeded %.0f%% per-class hold-out as val/test",
+        path,
+        100 * FOLDER_VAL_FRACTION,
+    )
+    return source, train_idx if split == "train" else val_idx

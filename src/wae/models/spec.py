@@ -1,0 +1,144 @@
+"""The schema of a model's build spec: what a checkpoint may ask our builders to construct.
+
+A checkpoint's ``model.json`` says how to rebuild its architecture (``create_model`` /
+``from_backbone`` and their keyword arguments). It is data from a file a user may have been
+sent, so it is checked here, key by key, before any builder runs: only the keys our builders
+accept, with their types and ranges; never file paths, download switches or free-form
+arguments (timm would otherwise load ``checkpoint_path`` or reach a model hub).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import WAEError
+
+__all__ = ["SpecError", "validate_spec"]
+
+MAX_SIZE = 1024  # pixels per side: larger images than ImageNet's need no checkpoint of ours
+MAX_WIDTH = 65536  # channels or hidden units of one layer
+_NAME = re.compile(r"(timm:)?[A-Za-z][A-Za-z0-9_.]{0,79}")  # a model name, never a path
+
+
+class SpecError(WAEError, ValueError):
+    """A build spec (e.g. a checkpoint's model.json) with a key our builders do not accept."""
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _float(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: (
+        (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        and lo <= v <= hi
+    )
+
+
+def _size(v: Any) -> bool:
+    if isinstance(v, (list, tuple)):
+        return 1 <= len(v) <= 2 and all(_int(8, MAX_SIZE)(s) for s in v)
+    return _int(8, MAX_SIZE)(v)
+
+
+def _ints(n: int, lo: int, hi: int) -> Callable[[Any], bool]:
+    return lambda v: (
+        isinstance(v, (list, tuple)) and 1 <= len(v) <= n and all(_int(lo, hi)(x) for x in v)
+    )
+
+
+def _one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: any(v is c or (type(v) is type(c) and v == c) for c in choices)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+# key -> (check, what a valid value is). Shared by every builder; a builder rejects what it
+# does not take with its own error, after this check has bounded every value.
+_KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "num_classes": (_int(1, 100_000), "an integer from 1 to 100000"),
+    "in_chans": (_int(1, 4), "1 (grey), 3 (RGB) or up to 4"),
+    "input_size": (_size, f"an image size from 8 to {MAX_SIZE} (or [height, width])"),
+    "head": (_one_of("auto", "vgg", "linear"), '"auto", "vgg" or "linear"'),
+    "head_hidden": (_ints(4, 1, MAX_WIDTH), f"a list of up to 4 widths from 1 to {MAX_WIDTH}"),
+    "decomposer": (_one_of("wae", "encoder", "wavelet"), '"wae", "encoder" or "wavelet"'),
+    "use_high": (_one_of(True, False), "true or false"),
+    "half": (_one_of(True, False), "true or false"),
+    "drop_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),
+    "drop_path_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),
+    "width": (_int(1, 1024), "an integer from 1 to 1024"),
+    "depths": (_ints(8, 1, 16), "a list of up to 8 depths from 1 to 16"),
+    # timm's own width settings (families that have one)
+    "channel_multiplier": (_float(0.05, 8.0), "a number from 0.05 to 8"),
+    "width_multiplier": (_float(0.05, 8.0), "a number from 0.05 to 8"),
+    "pretrained": (_one_of(False), "false (a checkpoint holds its weights; it never downloads)"),
+}
+
+
+def _check_name(value: Any, key: str, where: str) -> None:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise SpecError(
+            f"{where}: '{key}' must be a model name (letters, digits, '_' or '.', optionally "
+            f"'timm:<name>'), got {value!r}. A checkpoint names architectures, never files; "
+            f"use a checkpoint written by wae, unedited."
+        )
+
+
+def _check_shapes(value: Any, where: str) -> None:
+    ok = isinstance(value, Mapping) and len(value) <= 1000
+    ok = ok and all(
+        isinstance(k, str) and _NAME.fullmatch(k) and _ints(4, 1, MAX_WIDTH)(v)
+        for k, v in value.items()
+    )
+    if not ok:
+        raise SpecError(
+            f"{where}: 'shapes' must map layer names to lists of up to 4 sizes from 1 to "
+            f"{MAX_WIDTH}. Use a checkpoint written by wae, unedited."
+        )
+
+
+def _check_kwargs(kwargs: Any, where: str) -> None:
+    if not isinstance(kwargs, Mapping):
+        raise SpecError(f"{where}: 'kwargs' must be a JSON object, got {type(kwargs).__name__}.")
+    for key, value in kwargs.items():
+        if key in ("base", "shapes"):
+            continue  # pruned_net's own arguments, checked by validate_spec
+        if key not in _KWARGS:
+            raise SpecError(
+                f"{where}: kwargs key {key!r} is not an argument wae's builders accept from a "
+                f"checkpoint (allowed: {', '.join(sorted(_KWARGS))}). A checkpoint is data: it "
+                f"cannot pass file paths, download switches or free arguments to a builder."
+            )
+        check, valid = _KWARGS[key]
+        if not check(value):
+            raise SpecError(f"{where}: kwargs {key!r} must be {valid}, got {value!r}.")
+
+
+def validate_spec(spec: Any, where: str = "model spec") -> dict[str, Any]:
+    """Check a build spec ``{"builder", "name" | "backbone", "kwargs"}``; returns it as a dict.
+
+    Raises :class:`SpecError` naming the first key that is not allowed or out of range.
+    """
+    if not isinstance(spec, Mapping):
+        raise SpecError(f"{where} must be a JSON object, got {type(spec).__name__}.")
+    builder = spec.get("builder")
+    allowed = {"registry": "name", "wae_net": "backbone", "plain": "backbone"}
+    if builder not in allowed:
+        raise SpecError(f"{where}: 'builder' must be one of {sorted(allowed)}, got {builder!r}.")
+    extra = set(spec) - {"builder", allowed[builder], "kwargs"}
+    if extra:
+        raise SpecError(f"{where}: unexpected key(s) {sorted(extra)}.")
+    _check_name(spec.get(allowed[builder]), allowed[builder], where)
+    kwargs = spec.get("kwargs", {})
+    _check_kwargs(kwargs, where)
+    if builder == "registry" and spec["name"] == "pruned_net":
+        _check_name(kwargs.get("base"), "base", where)
+        _check_shapes(kwargs.get("shapes"), where)
+    elif "base" in kwargs or "shapes" in kwargs:
+        raise SpecError(f"{where}: 'base' / 'shapes' belong to pruned_net only.")
+    return dict(spec)

@@ -1,0 +1,121 @@
+"""What a stage computes and what it trains: the forward with its losses, the parameters it
+updates, the modes of frozen modules, and its optimiser.
+
+The stage's config says it all (the trainer has no ``if stage == 2``):
+
+* the losses say what runs: without the classification loss only the WAE runs (stage 1 of the
+  paper; the classifier is neither run nor changed); the decoder runs only for the transform
+  loss (stage 2 passes ``decode=False``);
+* the optimiser holds the parameters that run and are not frozen (``freeze`` prefixes, e.g.
+  ``["wae"]`` in stage 2); frozen modules are also kept in eval mode, so batch-norm
+  statistics inside them do not move either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..autoencoder import energy_loss, reconstruction_loss
+from ..models import WAENet, classification_loss
+from .config import StageConfig
+
+__all__ = ["StageModule", "make_optimizer", "set_modes", "trainable"]
+
+
+class StageModule(nn.Module):
+    """Runs what a stage needs and returns its losses (one module, so DDP sees it all).
+
+    forward(x (N, C, H, W), y (N,)) -> (total loss (), {term: loss ()}, logits (N, K) or None).
+    Terms: ``classification`` (L_c = CE(s_L) + CE(s_c) for WAENet, CE for a plain net),
+    ``transform`` (L_t = reconstruction + lam * energy), and its two parts. Losses are
+    computed in float32 even under autocast.
+    """
+
+    def __init__(self, model: nn.Module, stage: StageConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.is_wae = isinstance(model, WAENet)
+        self.classify, self.decode = stage.classify, stage.decode
+        self.weights = {k: float(w) for k, w in stage.losses.items() if w > 0}
+        self.lam, self.reduction = stage.lam, stage.reduction
+        self.label_smoothing = stage.label_smoothing
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        m = self.model
+        terms: dict[str, torch.Tensor] = {}
+        logits = None
+        parts = None
+        if not self.classify:
+            parts = m.decompose(x, decode=True)  # the WAE alone: the classifier does not run
+        elif self.is_wae:
+            out = m.forward_train(x, decode=self.decode)
+            parts = out.parts
+            s_low = out.s_low.float()
+            s_fused = out.s_fused.float() if out.s_fused is not None else None
+            terms["classification"] = classification_loss(
+                out._replace(s_low=s_low, s_fused=s_fused), y, self.label_smoothing
+            )
+            logits = WAENet.combine_heads(s_low, s_fused)
+        else:
+            logits = m(x).float()
+            terms["classification"] = F.cross_entropy(
+                logits, y, label_smoothing=self.label_smoothing
+            )
+        if self.decode:
+            xf = x.float()
+            rec = reconstruction_loss(xf, parts.recon.float(), self.reduction)
+            en = energy_loss(parts.high.float(), self.reduction)
+            terms["reconstruction"], terms["energy"] = rec, en
+            terms["transform"] = rec + self.lam * en
+        total = sum(w * terms[k] for k, w in self.weights.items())
+        return total, terms, logits
+
+
+def _matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def trainable(model: nn.Module, s: StageConfig) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of those that stage `s`'s forward uses and does not freeze."""
+    is_wae = isinstance(model, WAENet)
+
+    def used(n: str) -> bool:
+        if not is_wae:
+            return True
+        if not s.classify:
+            return n.startswith("wae.")
+        if not s.decode and n.startswith(("wae.decoder_low.", "wae.decoder_high.")):
+            return False
+        return True
+
+    return [
+        (n, p) for n, p in model.named_parameters() if used(n) and not _matches_prefix(n, s.freeze)
+    ]
+
+
+def set_modes(model: nn.Module, s: StageConfig) -> None:
+    """Train mode, but eval mode for the modules stage `s` freezes (their BN stays fixed)."""
+    model.train()
+    for name, m in model.named_modules():
+        if name and _matches_prefix(name, s.freeze):
+            m.eval()
+
+
+def make_optimizer(s: StageConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """Stage `s`'s optimiser (sgd | adam | adamw) over `params`."""
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=s.lr,
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
+            nesterov=s.nesterov,
+        )
+    cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)

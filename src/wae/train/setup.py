@@ -1,0 +1,201 @@
+"""What a run sets up before its first stage: torch's runtime switches, the data, the model
+(checked against every stage), gathered in a :class:`RunContext` the other parts share."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..autoencoder import WaveletAutoEncoder
+from ..data import LabeledDataset
+from ..errors import WAEError
+from ..models import WAENet, create_model
+from ..runtime import autocast
+from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
+from .datasets import build_datasets, resolve_image
+from .distributed import DistEnv
+from .hooks import TrainHooks
+
+__all__ = ["RunContext", "build_data", "build_model", "configure_runtime", "new_context"]
+
+
+@dataclass
+class RunContext:
+    """One run's settings and built pieces: what the stages, the epoch loop and checkpointing
+    share. ``model``, the datasets and ``data_meta`` are set by :func:`build_data` and
+    :func:`build_model`; ``tb`` (a TensorBoard writer) when the run starts writing."""
+
+    cfg: TrainConfig
+    out: Path
+    env: DistEnv
+    hooks: TrainHooks
+    cfg_dict: dict[str, Any]
+    fp: str  # the config's fingerprint
+    amp: str | None  # "bf16" / "fp16" on CUDA when runtime.amp, else None
+    progress: bool  # tqdm bars on this process
+    model: nn.Module = None  # type: ignore[assignment]
+    train_ds: LabeledDataset = None  # type: ignore[assignment]
+    val_ds: LabeledDataset = None  # type: ignore[assignment]
+    data_meta: dict[str, Any] = field(default_factory=dict)
+    tb: Any = None
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.cfg.stages)
+
+    @property
+    def is_wae(self) -> bool:
+        return isinstance(self.model, WAENet)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data_meta["num_classes"]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.runtime.channels_last else torch.contiguous_format
+
+    def log(self, msg: str) -> None:
+        """Print `msg` on rank 0 when runtime.verbose."""
+        if self.env.is_main and self.cfg.runtime.verbose:
+            print(msg, flush=True)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.env.device, self.amp)
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) on the run's device, in its memory format."""
+        x = x.to(self.env.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def _progress_enabled(mode: str) -> bool:
+    if mode != "auto":
+        return mode == "on"
+    ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return sys.stderr.isatty() and not ci
+
+
+def new_context(cfg: TrainConfig, out: Path, env: DistEnv, hooks: TrainHooks | None) -> RunContext:
+    """The run's context before anything is built (decides AMP: on CUDA only, for now)."""
+    cfg_dict = config_to_dict(cfg)
+    rt = cfg.runtime
+    ctx = RunContext(
+        cfg=cfg,
+        out=out,
+        env=env,
+        hooks=hooks or TrainHooks(),
+        cfg_dict=cfg_dict,
+        fp=fingerprint(cfg_dict),
+        amp=None,
+        progress=_progress_enabled(rt.progress) and env.is_main,
+    )
+    if rt.amp:
+        if env.device.type == "cuda":
+            ctx.amp = rt.amp_dtype
+        else:
+            ctx.log(f"Note: runtime.amp applies on CUDA only; running {env.device} in fp32.")
+    return ctx
+
+
+def configure_runtime(cfg: TrainConfig, env: DistEnv) -> None:
+    """torch's thread count and determinism switches from ``[runtime]``."""
+    rt = cfg.runtime
+    if rt.threads:
+        torch.set_num_threads(rt.threads)
+    if rt.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def build_data(ctx: RunContext) -> None:
+    """The training and validation sets, and the data facts every checkpoint records."""
+    cfg, env = ctx.cfg, ctx.env
+    download = cfg.data.download
+    if download and env.distributed and not env.is_main:
+        env.barrier()  # rank 0 downloads first; the others then find the files
+    try:
+        data = build_datasets(cfg, ("train", "val"), download=download and env.is_main)
+    finally:  # also on an error: the waiting ranks then fail on their own, not hang
+        if download and env.distributed and env.is_main:
+            env.barrier()
+    train = data["train"]
+    ctx.train_ds, ctx.val_ds = train, data["val"]
+    input_size, in_chans = resolve_image(cfg)
+    ctx.data_meta = {
+        "dataset": cfg.data.dataset,
+        "classes": list(train.classes),
+        "num_classes": train.num_classes,
+        "in_chans": in_chans,
+        "input_size": input_size,
+        "mean": list(train.mean),
+        "std": list(train.std),
+    }
+
+
+def build_model(ctx: RunContext) -> None:
+    """The model, seeded so that every run with this seed starts from the same weights,
+    on the run's device; every stage is checked to fit it."""
+    c, meta = ctx.cfg, ctx.data_meta
+    torch.manual_seed(c.seed)
+    try:
+        model = create_model(
+            c.model.name,
+            num_classes=meta["num_classes"],
+            in_chans=meta["in_chans"],
+            input_size=meta["input_size"],
+            **c.model.kwargs,
+        )
+    except ValueError as e:
+        if isinstance(e, WAEError):
+            raise
+        raise ConfigError(f"model.name / model.kwargs: {e}") from e
+    except TypeError as e:
+        raise ConfigError(f"model.kwargs {c.model.kwargs} do not fit {c.model.name!r}: {e}.") from e
+    ctx.model = model.to(ctx.env.device)
+    if c.runtime.channels_last:
+        ctx.model.to(memory_format=torch.channels_last)
+    for k, s in enumerate(c.stages, 1):
+        _check_stage_fits(ctx.model, c.model.name, k, s)
+
+
+def _check_stage_fits(model: nn.Module, name: str, k: int, s: StageConfig) -> None:
+    """Refuse a stage that needs what `model` lacks (a decoder, FixedNorms, a frozen module)."""
+    p = f"stages.{k}"
+    if not isinstance(model, WAENet):
+        if s.decode or not s.classify:
+            raise ConfigError(
+                f"{p} uses the transform loss, but {name!r} is a plain network with no "
+                f"auto-encoder. Baselines train with one stage of losses = "
+                f"{{ classification = 1.0 }}."
+            )
+        if s.calibrate_norms:
+            raise ConfigError(f"{p}.calibrate_norms: {name!r} has no FixedNorm to calibrate.")
+    elif s.decode or not s.classify:
+        wae = model.wae
+        if not (isinstance(wae, WaveletAutoEncoder) and wae.has_decoder):
+            raise ConfigError(
+                f"{p} uses the transform loss, but the decomposer of {name!r} "
+                f"({type(wae).__name__}) has no decoder. Use losses = "
+                f"{{ classification = 1.0 }} for the Decomposition+CNN and Wavelet+CNN "
+                f"baselines."
+            )
+    modules = dict(model.named_modules())
+    for prefix in s.freeze:
+        if prefix not in modules:
+            tops = [n for n, _ in model.named_children()]
+            raise ConfigError(
+                f"{p}.freeze names {prefix!r}, which is not a module of {name!r}. Its "
+                f"top-level modules are: {', '.join(tops)} (deeper names are dotted, e.g. "
+                f"'wae.encoder')."
+            )
