@@ -9,10 +9,10 @@ import os
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import wae
 from wae.checkpoint import atomic_write_json, save_checkpoint
@@ -21,7 +21,7 @@ from wae.train.recipes import list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 # The subcommands whose --help this test holds to the shared layout (defaults + examples).
-HELP_CHECKED = ["demo", "train", "eval", "export", "models", "recipes"]
+HELP_CHECKED = ["demo", "train", "eval", "export", "models", "recipes", "bench", "profile"]
 
 
 def test_version_is_defined_once(capsys: pytest.CaptureFixture[str]) -> None:

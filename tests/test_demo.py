@@ -41,3 +41,25 @@ def test_demo_without_recipes_is_a_clear_error(
 ) -> None:
     assert main(["demo", "--output", str(tmp_path), "--recipes", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_recipes_are_packaged_unless_the_user_names_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wae.demo import BASELINE_RECIPE, WAE_RECIPE, _recipes, default_recipe_dir
+    from wae.train import load_config
+
+    monkeypatch.delenv("WAE_RECIPES", raising=False)
+    monkeypatch.chdir(tmp_path)  # the packaged recipes are found from anywhere
+    runs = _recipes(None)
+    assert runs == {"wae": "fashion_mnist", "baseline": "fashion_mnist_baseline"}
+    assert load_config(runs["wae"]).name == "fashion_mnist"
+    assert (default_recipe_dir() / WAE_RECIPE).is_file()
+    for name in (WAE_RECIPE, BASELINE_RECIPE):
+        (tmp_path / name).write_text((default_recipe_dir() / name).read_text())
+    assert _recipes(tmp_path) == {
+        "wae": tmp_path / WAE_RECIPE,
+        "baseline": tmp_path / BASELINE_RECIPE,
+    }
+    monkeypatch.setenv("WAE_RECIPES", str(tmp_path))
+    assert _recipes(None)["wae"] == tmp_path / WAE_RECIPE and default_recipe_dir() == tmp_path

@@ -24,7 +24,7 @@ from .models import (
 )
 from .optimize import OptimizeError, optimize_for_inference
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
 
 __all__ = [

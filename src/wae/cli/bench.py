@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import bench
+from . import CommandHelpFormatter
 
 #: --quick: tiny models, one thread, very short timing (a smoke run for CI, < 1 min).
 QUICK = {
@@ -53,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  wae bench --parts --batch-size 1       # where WAE's time goes, per part\n"
             "  wae bench --quick --output-dir benchmarks/results --name quick"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=CommandHelpFormatter,
     )
     p.add_argument("--backbone", nargs="+", default=None, help="default: vgg16 resnet50")
     p.add_argument("--input-size", type=int, default=None, help="default: the models' (224)")

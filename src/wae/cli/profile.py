@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import CommandHelpFormatter
+
 _DESCRIPTION = """\
 Build one backbone three ways, freshly initialised (no training needed): at full resolution,
 on the image resized to half size (the paper's I_R) and inside WAE. Count each one's MACs
@@ -34,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="count MACs and time a backbone with and without WAE",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=CommandHelpFormatter,
     )
     p.add_argument(
         "--backbone",

@@ -90,8 +90,25 @@ def taylor_prune(
         log["mac_ratio_to_target"] = base_macs / target_macs if target_macs else None
         log["note"] = "not pruned: the network is already below the target MACs"
         return model, log
-    prev = copy.deepcopy(model)
-    prev_macs = base_macs
+    model, macs = _prune_steps(model, pruner, batches, example, target_macs, steps, log)
+    log["final_macs"] = macs
+    log["mac_ratio_to_target"] = macs / target_macs if target_macs else None
+    return model, log
+
+
+def _prune_steps(
+    model: nn.Module,
+    pruner: Any,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    example: torch.Tensor,
+    target_macs: float,
+    steps: int,
+    log: dict[str, Any],
+) -> tuple[nn.Module, float]:
+    """Prune step by step (gradients first, then Torch-Pruning's step) until the MACs reach
+    the target; returns the step closest to it and its MACs, each step logged."""
+    prev, prev_macs = copy.deepcopy(model), log["base_macs"]
+    step_ratio = log["step_ratio"]
     for step in range(1, steps + 1):
         for p in model.parameters():
             p.requires_grad_(True)
@@ -111,6 +128,4 @@ def taylor_prune(
         prev, prev_macs = copy.deepcopy(model), macs
     for p in model.parameters():
         p.requires_grad_(True)
-    log["final_macs"] = macs
-    log["mac_ratio_to_target"] = macs / target_macs if target_macs else None
-    return model, log
+    return model, macs

@@ -62,10 +62,9 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import tomllib
 
 from .fingerprint import config_diff, fingerprint, stage_fingerprint
 from .overrides import apply_overrides, parse_override

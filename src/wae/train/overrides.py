@@ -8,10 +8,9 @@ taken as a string; ``none`` / ``null`` resets an optional key (see :mod:`wae.tra
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import tomllib
 
 from .schema import ConfigError, StageConfig, TrainConfig, field_types, unknown_key
 

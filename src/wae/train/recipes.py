@@ -24,9 +24,20 @@ def list_recipes() -> dict[str, str]:
     out = {}
     for f in sorted(_folder().iterdir(), key=lambda f: f.name):
         if f.name.endswith(".toml"):
-            first = next((ln for ln in f.read_text().splitlines() if ln.startswith("#")), "#")
-            out[f.name[: -len(".toml")]] = first.lstrip("# ").strip()
+            out[f.name[: -len(".toml")]] = _first_sentence(f.read_text())
     return out
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a recipe's leading comment paragraph."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#") or not line.strip("# "):
+            break
+        words.append(line.lstrip("# ").strip())
+    para = " ".join(words)
+    end = para.find(". ")
+    return para if end < 0 else para[: end + 1]
 
 
 def recipe_text(name: str) -> str:
@@ -45,19 +56,22 @@ def recipe_text(name: str) -> str:
 def resolve_recipe(source: str | os.PathLike[str]) -> tuple[str, str]:
     """(TOML text, name) of a recipe given as a file path or a packaged recipe's name."""
     path = Path(source).expanduser()
-    if path.is_dir():
-        raise ConfigError(
-            f"{path} is a directory, not a recipe. Pass a TOML file or a packaged recipe name "
-            f"(`wae recipes` lists them)."
-        )
+    bare = os.sep not in str(source) and "/" not in str(source)
     if path.is_file():
         try:
             return path.read_text(), path.stem
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"Cannot read the recipe {path}: {e}.") from e
-    if os.sep in str(source) or "/" in str(source):
+    if bare and path.stem in list_recipes():  # a packaged name, even beside a same-named dir
+        return recipe_text(str(source)), path.stem
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a directory, not a recipe. Pass a TOML file or a packaged recipe name "
+            f"(`wae recipes` lists them)."
+        )
+    if not bare:
         raise ConfigError(
             f"Config file {path} does not exist. Pass the path of a TOML recipe, or a packaged "
             f"recipe's name (`wae recipes` lists them, e.g. fashion_mnist)."
         )
-    return recipe_text(str(source)), Path(str(source)).stem
+    return recipe_text(str(source)), path.stem

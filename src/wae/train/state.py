@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..checkpoint import CheckpointError, atomic_write_json
+from ..checkpoint import CheckpointError, atomic_save_tensors, atomic_write_json
 
 __all__ = [
     "TRAIN_STATE_JSON",
@@ -105,15 +104,7 @@ def save_train_state(
     """Write train_state.safetensors then train_state.json, each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{TRAIN_STATE_TENSORS}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-        save_file(plain, tmp, {"format": "wae-train-state"})
-        os.replace(tmp, directory / TRAIN_STATE_TENSORS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_tensors(directory / TRAIN_STATE_TENSORS, tensors, {"format": "wae-train-state"})
     atomic_write_json(directory / TRAIN_STATE_JSON, doc)
 
 
