@@ -41,3 +41,79 @@ def _randomise_stats(model: nn.Module, images: torch.Tensor) -> nn.Module:
 def randomise_stats():
     """``randomise_stats(model, images) -> model``: see :func:`_randomise_stats`."""
     return _randomise_stats
+
+
+# --- the hostile-input battery (tests/test_hostile_*.py) ---------------------------------------
+
+TINY = [  # a whole three-stage run in a few seconds
+    "data.subset=600",
+    "stages.1.epochs=1",
+    "stages.2.epochs=1",
+    "stages.2.schedule.warmup_epochs=0",
+    "stages.3.epochs=1",
+    "eval.subset=500",
+    "eval.noise_vars=[]",
+    "model.kwargs.width=8",
+    "runtime.progress=off",
+]
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `root`: what "nothing written changed" checks."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    if root.is_file():
+        return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_clean_error(code: int, err: str, expect: str | None = None) -> None:
+    """A refused command: exit 2 and one paragraph on stderr (no traceback), naming `expect`."""
+    assert code == 2, (code, err)
+    assert "Traceback" not in err, err
+    text = err.strip()
+    assert text and "\n\n" not in text, err  # one paragraph
+    assert text.startswith(("wae ", "usage: wae")), err
+    if expect is not None:
+        assert expect.lower() in text.lower(), (expect, err)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """run_cli(*argv) -> (exit code, stderr) of `wae argv` in this process."""
+    from wae.cli import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own usage errors
+            code = e.code if isinstance(e.code, int) else 2
+        return code, capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished tiny Fashion-MNIST WAE run (OUT with final/, results.json, ...), shared; tests
+    must not change it (copy it first when a case writes into it)."""
+    from wae.data import DataError
+    from wae.train import run_training
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_training("fashion_mnist", out, overrides=TINY)
+    except DataError as e:  # no Fashion-MNIST on this machine
+        pytest.skip(f"Fashion-MNIST not available: {e}")
+    finally:
+        torch.set_num_threads(n)
+    return out

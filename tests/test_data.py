@@ -169,7 +169,7 @@ def test_fmnist_missing(tmp_path):
         build_dataset("fashion-mnist", "train", data_dir=tmp_path)
     msg = str(e.value)
     assert str(tmp_path) in msg and "apt-get install dataset-fashion-mnist" in msg
-    assert "WAE_DATA_DIR" in msg and "--download" in msg
+    assert "WAE_DATA_DIR" in msg and "data.download=true" in msg and "--download" not in msg
 
 
 def test_fmnist_truncated_file_via_build(tmp_path):
@@ -534,7 +534,7 @@ def test_cifar10_from_files(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "CIFAR-10"])
 def test_cifar_missing(tmp_path, name):
-    with pytest.raises(DataError, match=r"No usable CIFAR-10+ files .*--download"):
+    with pytest.raises(DataError, match=r"No usable CIFAR-10+ files .*data\.download=true"):
         build_dataset(name, "train", data_dir=tmp_path)
 
 

@@ -162,7 +162,9 @@ def test_parity_failure_is_loud(tmp_path: Path) -> None:
     assert out.shape == (3, 10)
 
 
-def test_cli_export_model_and_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_export_model_and_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "untrained.onnx"
     assert main(["export", "--model", "wae_small_vgg_28", "--output", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -185,12 +187,19 @@ def test_cli_export_model_and_checkpoint(tmp_path: Path, capsys: pytest.CaptureF
     assert got["input_shape"] == ["batch", 1, 28, 28]
     assert got["model"] == "WAEInference"  # --optimize exported the folded rewrite
 
-    # A failing parity check exits 2 with a message and leaves no file behind.
+    # A failing parity check exits 2 with a message and leaves no file behind. (The ONNX file
+    # is made to come from other weights: a negative --atol is now refused up front.)
+    import wae.export_checkpoint as service
+
+    other = wae.create_model("small_vgg_28_full").eval()  # different weights: ORT disagrees
+    real = service.export_onnx
+    monkeypatch.setattr(service, "export_onnx", lambda _m, *a, **k: real(other, *a, **k))
     bad = tmp_path / "bad.onnx"
-    argv = ["export", "--model", "small_vgg_28_full", "--output", str(bad), "--atol", "-1"]
+    argv = ["export", "--model", "small_vgg_28_full", "--output", str(bad)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "disagree" in err and "Traceback" not in err and not bad.exists()
+    assert not list(tmp_path.glob(".bad.onnx*"))  # nor a temporary file
 
 
 def test_cli_export_unknown_model(capsys: pytest.CaptureFixture) -> None:

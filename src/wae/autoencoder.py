@@ -25,7 +25,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .errors import WAEError
+
 __all__ = [
+    "ShapeError",
     "WAEOutput",
     "WaveletAutoEncoder",
     "FixedNorm",
@@ -33,6 +36,35 @@ __all__ = [
     "reconstruction_loss",
     "energy_loss",
 ]
+
+
+class ShapeError(WAEError, ValueError):
+    """A size, channel count or class count a model cannot be built with or run on."""
+
+
+def check_count(value: object, name: str, what: str) -> int:
+    """`value` as a positive int, else a ShapeError naming `name` (a constructor argument)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ShapeError(
+            f"{name} must be a positive integer ({what}), got {value!r}: a model with "
+            f"{name}={value!r} would have no {what}."
+        )
+    return value
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int] | None, what: str) -> torch.Tensor:
+    """x (..., h, w) cropped to `size` (H, W); refuses a size larger than x (a crop cannot
+    enlarge, and silently returning the smaller image would be a wrong result)."""
+    if size is None:
+        return x
+    h, w = size
+    if not (0 < h <= x.shape[-2] and 0 < w <= x.shape[-1]):
+        raise ShapeError(
+            f"size={tuple(size)} does not fit the {what} of {x.shape[-2]}x{x.shape[-1]}: it "
+            f"can only be cropped. Pass the size of the image that was encoded (at most twice "
+            f"the sub-images' size), or size=None."
+        )
+    return x[..., :h, :w]
 
 
 class WAEOutput(NamedTuple):
@@ -100,6 +132,8 @@ class WaveletAutoEncoder(nn.Module):
 
     def __init__(self, in_chans: int = 3, width: int = 16, decoder: bool = True) -> None:
         super().__init__()
+        check_count(in_chans, "in_chans", "image channels")
+        check_count(width, "width", "channels in its layers")
         self.in_chans = in_chans
         self.low_chans = in_chans
         self.high_chans = in_chans
@@ -122,33 +156,33 @@ class WaveletAutoEncoder(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> (I_L, I_H), each (N, C, ceil(H/2), ceil(W/2))."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"WaveletAutoEncoder expects images of shape (N, {self.in_chans}, H, W), got "
-                f"{tuple(x.shape)}. Convert the images to {self.in_chans} channel(s) or build "
-                f"the auto-encoder with in_chans={x.shape[1] if x.dim() == 4 else '?'}."
+            got = x.shape[1] if x.dim() == 4 else "?"
+            raise ShapeError(
+                f"This model was built for in_chans={self.in_chans}: it takes images of shape "
+                f"(N, {self.in_chans}, H, W), got {tuple(x.shape)}. Give it {self.in_chans}-"
+                f"channel images (e.g. export_onnx(..., in_chans={self.in_chans})), or build "
+                f"the model with in_chans={got} for {got}-channel images."
             )
         return self.encoder(x)
 
     def decode(
         self, low: torch.Tensor, high: torch.Tensor, size: tuple[int, int] | None = None
     ) -> torch.Tensor:
-        """(I_L, I_H) -> I' = D_L(I_L) + D_H(I_H), (N, C, 2h, 2w), cropped to `size` if given."""
+        """(I_L, I_H) -> I' = D_L(I_L) + D_H(I_H), (N, C, 2h, 2w), cropped to `size` if given
+        (at most (2h, 2w): a ShapeError otherwise)."""
         if self.decoder_low is None or self.decoder_high is None:
             raise RuntimeError(
                 "This auto-encoder was built with decoder=False (the Decomposition+CNN "
                 "baseline) and cannot reconstruct images."
             )
         recon = self.decoder_low(low) + self.decoder_high(high)
-        if size is not None:
-            recon = recon[..., : size[0], : size[1]]
-        return recon
+        return crop_to(recon, size, "decoded image")
 
     def decode_low(self, low: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """D_L(I_L) alone: what the content channel reconstructs without the details."""
         if self.decoder_low is None:
             raise RuntimeError("This auto-encoder has no decoder (decoder=False).")
-        recon = self.decoder_low(low)
-        return recon if size is None else recon[..., : size[0], : size[1]]
+        return crop_to(self.decoder_low(low), size, "decoded image")
 
     def forward(self, x: torch.Tensor, decode: bool = True) -> WAEOutput:
         low, high = self.encode(x)

@@ -205,17 +205,53 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
-    """Rebuild an (untrained) model from a spec recorded by create_model / from_backbone."""
+    """Rebuild an (untrained) model from a spec recorded by create_model / from_backbone.
+
+    The spec is validated first (:func:`wae.models.spec.validate_spec`): a builder only ever
+    gets the keys it may take from a file, bounded. A spec that validates but does not build
+    (an argument that builder does not take, a layer the base model lacks) is a
+    CheckpointError too.
+    """
     from .models import PlainNet, WAENet, create_model
 
-    kind, kwargs = spec.get("builder"), dict(spec.get("kwargs", {}))
-    if kind == "registry":
-        return create_model(spec["name"], **kwargs)
-    if kind == "wae_net":
-        return WAENet.from_backbone(spec["backbone"], **kwargs)
-    if kind == "plain":
-        return PlainNet.from_backbone(spec["backbone"], **kwargs)
-    raise CheckpointError(f"Unknown model spec {dict(spec)!r}.")
+    try:
+        spec = validate_spec(spec)
+    except SpecError as e:
+        raise CheckpointError(str(e)) from None
+    kind, kwargs = spec["builder"], dict(spec.get("kwargs", {}))
+    try:
+        if kind == "registry":
+            return create_model(spec["name"], **kwargs)
+        builder = WAENet if kind == "wae_net" else PlainNet
+        return builder.from_backbone(spec["backbone"], **kwargs)
+    except (WAEError, ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"The model spec {dict(spec)} cannot be built ({e}). The checkpoint is corrupt, "
+            f"edited, or from another version of wae."
+        ) from e
+
+
+def _check_fits(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: Path) -> None:
+    """Refuse a spec whose architecture does not match the weights file, before building it
+    for real: built on the meta device (no memory, global RNG untouched), its tensor shapes
+    are compared with the file's. So a spec cannot make us allocate more than its weights
+    file holds (e.g. a width edited to a huge value)."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = build_from_spec(spec)
+    except CheckpointError:
+        raise
+    except Exception:  # a builder that reads tensor values cannot run on meta: build for real
+        return
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != saved:
+        key = next(k for k in sorted(shapes.keys() | saved.keys()) if shapes.get(k) != saved.get(k))
+        raise CheckpointError(
+            f"The weights in {where} do not fit the architecture its {META} describes "
+            f"({key!r}: {saved.get(key, 'missing')} in {WEIGHTS}, {shapes.get(key, 'none')} in "
+            f"the architecture). The checkpoint is corrupt, edited, or from another version."
+        )
 
 
 def load_model(
@@ -232,6 +268,7 @@ def load_model(
             f"The checkpoint in {directory} has {saved_classes} classes, but {num_classes} were "
             f"asked for. Use a checkpoint trained on this dataset, or train a new one."
         )
+    _check_fits(doc["spec"], state, Path(directory))
     model = build_from_spec(doc["spec"])
     try:
         model.load_state_dict(state, strict=True)

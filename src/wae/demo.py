@@ -11,7 +11,9 @@ writes:
     OUT/decomposition.png   test images, I_L, I_H and the reconstruction
     OUT/wae/, OUT/baseline/  the training runs (checkpoints, metrics.csv, config.json)
 
-Re-running reuses finished runs (same config) and continues unfinished ones.
+Re-running reuses finished runs (same config) and continues unfinished ones. The demo owns OUT
+while it runs (``OUT/.wae.lock``, :mod:`wae.runlock`): a second command writing there is
+refused, naming the first.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from . import cost
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_model
 from .errors import WAEError
+from .runlock import RunLock
 
 __all__ = ["QUICK_OVERRIDES", "default_recipe_dir", "run_demo", "format_results"]
 
@@ -98,43 +101,79 @@ def run_demo(
     """Train WAE and the full-resolution baseline, measure both, write the results.
 
     `overrides` apply to both recipes (e.g. "data.subset=20000"). Returns results.json's dict.
+    The demo owns `output` while it runs (:mod:`wae.runlock`): another command writing there
+    is refused, as are an unwritable `output` and bad overrides, before any training.
     """
-    from .train import run_training
+    from .train import load_config
 
     t0 = time.perf_counter()
-    out = Path(output).expanduser().absolute()
+    lock = RunLock(output, "wae demo")  # checks the path
+    out = lock.dir
     runs = _recipes(recipe_dir)
+    run_overrides = {k: [*(_quick(r) if quick else []), *overrides] for k, r in runs.items()}
+    for key, recipe in runs.items():
+        load_config(recipe, run_overrides[key])  # both configs checked before either trains
+    lock.check()
+    with lock:
+        trained = _train(out, runs, run_overrides, overwrite, log)
+        train_s = time.perf_counter() - t0
+        models = {k: load_model(r["final_checkpoint"])[0] for k, r in trained.items()}
+        log(f"[demo] timing both models (batch {latency_batch} and batch 1) in one run")
+        timing = {
+            bs: cost.compare(
+                models,
+                models["wae"].input_size[0],
+                batch_size=bs,
+                in_chans=models["wae"].in_chans,
+                threads=threads,
+                min_run_time=min_run_time,
+                reference="baseline",
+            )
+            for bs in (latency_batch, 1)
+        }
+        results = _results(out, trained, timing, quick, latency_batch)
+        results["train_seconds"] = round(train_s, 1)
+        results["total_seconds"] = round(time.perf_counter() - t0, 1)
+        atomic_write_json(out / "results.json", results)
+        atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
+        _decomposition_figure(models["wae"], trained["wae"]["config"], out / "decomposition.png")
+    return results
+
+
+def _train(
+    out: Path,
+    runs: dict[str, str | Path],
+    run_overrides: dict[str, list[str]],
+    overwrite: bool,
+    log: Any,
+) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) both runs into OUT/<key>; each is a run_training result."""
+    from .train import run_training
+
     trained: dict[str, dict[str, Any]] = {}
     for key, recipe in runs.items():
-        extra = _quick(recipe) if quick else []
         log(f"[demo] training {key} ({Path(recipe).name}) into {out / key}")
         trained[key] = run_training(
             recipe,
             out / key,
             resume=not overwrite,
             overwrite=overwrite,
-            overrides=[*extra, *overrides],
+            overrides=run_overrides[key],
         )
         if not trained[key].get("complete"):
             raise WAEError(f"The {key} run in {out / key} did not complete; rerun `wae demo`.")
-    train_s = time.perf_counter() - t0
+    return trained
 
-    models = {k: load_model(r["final_checkpoint"])[0] for k, r in trained.items()}
-    size = models["wae"].input_size[0]
-    in_chans = models["wae"].in_chans
-    log(f"[demo] timing both models (batch {latency_batch} and batch 1) in one run")
-    timing = {
-        bs: cost.compare(
-            models,
-            size,
-            batch_size=bs,
-            in_chans=in_chans,
-            threads=threads,
-            min_run_time=min_run_time,
-            reference="baseline",
-        )
-        for bs in (latency_batch, 1)
-    }
+
+def _results(
+    out: Path,
+    trained: dict[str, dict[str, Any]],
+    timing: dict[int, dict[str, Any]],
+    quick: bool,
+    latency_batch: int,
+) -> dict[str, Any]:
+    """results.json's dict (without the durations) from the runs and `cost.compare` per batch
+    size."""
     main = timing[latency_batch]
     results: dict[str, Any] = {"quick": quick}
     for key in ("wae", "baseline"):
@@ -162,15 +201,7 @@ def run_demo(
     results["wae_parts_macs"] = {
         k: v.macs / latency_batch for k, v in main["profiles"]["wae"].ops.parts.items()
     }
-    results["train_seconds"] = round(train_s, 1)
-    results["total_seconds"] = round(time.perf_counter() - t0, 1)
     results["configs"] = {k: r["config"] for k, r in trained.items()}
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "results.json", results)
-    table = format_results(results)
-    atomic_write_bytes(out / "results.md", (table + "\n").encode())
-    _decomposition_figure(models["wae"], trained["wae"]["config"], out / "decomposition.png")
     return results
 
 

@@ -56,17 +56,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.transforms import check_input_size
 from .errors import WAEError
+from .outputs import check_output_file
 from .runtime import usable_cores
 
 __all__ = [
     "ExportError",
     "MatrixResize",
+    "check_export_options",
     "check_parity",
     "export_module",
     "export_onnx",
     "onnx_metadata",
     "onnx_session",
+    "opset_range",
     "ort_run",
 ]
 
@@ -187,11 +191,65 @@ def _exportable(model: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = (int(s) for s in size)
-    return (h, w)
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets this torch's TorchScript exporter writes (7 to 23 for torch 2.9)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # a private module: fall back to a safe range
+        return 7, 20
+
+
+def _positive_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def check_export_options(
+    *,
+    opset: int = 17,
+    batch_size: int = 1,
+    in_chans: int | None = None,
+    atol: float | None = None,
+    check_batch: int | None = None,
+) -> None:
+    """Refuse settings that would write a useless model or switch the parity check off,
+    before anything is traced: an opset this torch cannot write, a static batch of 0 images
+    (input shape [0, C, H, W]), no channels, a tolerance that cannot fail (nan, inf, < 0), a
+    parity check on no images. Raises :class:`ExportError` naming the option."""
+    lo, hi = opset_range()
+    bad = []
+    if not (isinstance(opset, int) and not isinstance(opset, bool) and lo <= opset <= hi):
+        bad.append(f"opset (--opset) must be an ONNX opset from {lo} to {hi}, got {opset!r}")
+    if not _positive_int(batch_size):
+        bad.append(f"batch_size (--batch-size) must be an integer >= 1, got {batch_size!r}")
+    if in_chans is not None and not _positive_int(in_chans):
+        bad.append(f"in_chans (--in-chans) must be an integer >= 1, got {in_chans!r}")
+    if check_batch is not None and not _positive_int(check_batch):
+        bad.append(
+            f"check_batch (--check-batch) must be an integer >= 1, got {check_batch!r}: the "
+            f"parity check needs images to compare"
+        )
+    if atol is not None and not (
+        isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0
+    ):
+        bad.append(
+            f"atol (--atol) must be a finite number >= 0, got {atol!r}: with it the parity "
+            f"check could never fail"
+        )
+    if bad:
+        raise ExportError("; ".join(bad) + ".")
+
+
+def _check_chans(model: nn.Module, in_chans: int) -> None:
+    """The channels asked for must be those the model was built for."""
+    built = getattr(model, "in_chans", None)
+    if isinstance(built, int) and built != in_chans:
+        raise ExportError(
+            f"{type(model).__name__} was built for {built}-channel images, but in_chans="
+            f"{in_chans} was asked. Pass in_chans={built} (wae export: --in-chans {built}, or "
+            f"leave it out)."
+        )
 
 
 def _meta_value(v: Any) -> str:
@@ -221,10 +279,15 @@ def export_onnx(
     ``logits`` (N, K); N is symbolic ("batch") when `dynamic_batch`, else `batch_size`. The
     input contract and `metadata` are stored as ``metadata_props`` (module docstring; strings
     kept, anything else JSON-encoded). The file is written atomically (temporary name + rename).
+    Every argument is checked before tracing (:func:`check_export_options`; `input_size` an
+    int or (H, W) from 8 to 4096; `in_chans` the model's own; `path` a writable file name).
     """
-    h, w = _pair(input_size)
+    check_export_options(opset=opset, batch_size=batch_size, in_chans=in_chans)
+    h, w = check_input_size(input_size, "input_size (--input-size)")
+    _check_chans(model, in_chans)
+    check_output_file(path, "The ONNX file (--output)")
     # Batch 2, not 1: a tracer seeing batch 1 can mistake the batch axis for a broadcast one.
-    n = 2 if dynamic_batch else int(batch_size)
+    n = 2 if dynamic_batch else batch_size
     dummy = torch.rand(n, in_chans, h, w, device=_device_of(model))
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     proto = _to_onnx(model, (dummy,), [INPUT_NAME], [OUTPUT_NAME], dynamic, opset)
@@ -272,6 +335,8 @@ def export_module(
     input contract (the inputs need not be images). Input names default to the exporter's.
     Written atomically; returns the path.
     """
+    check_export_options(opset=opset)
+    check_output_file(path, "The ONNX file")
     names = list(input_names) if input_names is not None else None
     outs = list(output_names) if output_names is not None else None
     proto = _to_onnx(module, tuple(args), names, outs, None, opset)
@@ -456,8 +521,11 @@ def check_parity(
 ) -> float:
     """Max abs difference between ONNX Runtime's and PyTorch's logits on `inputs` (N, C, H, W).
 
-    Raises ExportError if it exceeds `atol` (or is not finite, or the shapes differ).
+    Raises ExportError if it exceeds `atol` (or is not finite, or the shapes differ), and
+    before running anything if `atol` could never be exceeded (nan, inf, < 0) or `inputs`
+    holds no image.
     """
+    check_export_options(atol=atol, check_batch=int(inputs.shape[0]) if inputs.dim() else 0)
     session = session_or_path
     if isinstance(session_or_path, (str, os.PathLike)):
         session = onnx_session(session_or_path, optimization="all")

@@ -8,6 +8,7 @@ Runtime reproduces PyTorch's logits before calling it done: the service behind `
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import torch
 from torch import nn
 
 from .checkpoint import load_model
+from .data.transforms import check_input_size
 from .errors import WAEError
-from .export import ExportError, check_parity, export_onnx, onnx_session
+from .export import ExportError, check_export_options, check_parity, export_onnx, onnx_session
 from .models import create_model, is_model, list_models, model_cfg
+from .outputs import check_output_file
 
 __all__ = ["export_checkpoint"]
 
@@ -45,20 +48,31 @@ def export_checkpoint(
     (N, C, H, W): H = W = `input_size`, C = `in_chans`, each defaulting to the checkpoint's or
     model's own; N symbolic when `dynamic_batch`, else `batch_size`. `optimize` exports
     :func:`~wae.optimize_for_inference`'s rewrite (parity still against the original model).
-    A file whose logits differ from PyTorch's by more than `atol` on a seeded batch of
-    `check_batch` (or `batch_size`) images is deleted and ExportError raised.
+    The file is written under a temporary name and only renamed to `output` once ONNX Runtime's
+    logits on a seeded batch of `check_batch` (or `batch_size`) images are within `atol` of
+    PyTorch's; otherwise ExportError is raised and an earlier file at `output` is kept.
+    Every option and `output` are checked before the model is loaded.
     """
     t0 = time.perf_counter()
     if (checkpoint is None) == (model_name is None):
         raise WAEError("Export either a checkpoint or a registered model name (exactly one).")
+    check_export_options(
+        opset=opset, batch_size=batch_size, in_chans=in_chans, atol=atol, check_batch=check_batch
+    )
+    if input_size is not None:
+        check_input_size(input_size, "input_size (--input-size)")
+    if num_classes is not None and not (type(num_classes) is int and num_classes >= 1):
+        raise ExportError(f"num_classes (--num-classes) must be >= 1, got {num_classes!r}.")
     if checkpoint is not None:
-        model, meta, origin = _from_checkpoint(Path(checkpoint), num_classes)
         out = Path(output) if output is not None else Path(checkpoint) / "model.onnx"
+        check_output_file(out, "The ONNX file (--output)")
+        model, meta, origin = _from_checkpoint(Path(checkpoint), num_classes)
     else:
-        model, meta, origin = _from_registry(str(model_name), num_classes, input_size)
         out = Path(output) if output is not None else Path(f"{model_name}.onnx")
+        check_output_file(out, "The ONNX file (--output)")
+        model, meta, origin = _from_registry(str(model_name), num_classes, input_size)
     h, w = _size(input_size, model, meta)
-    chans = int(in_chans or meta.get("in_chans") or getattr(model, "in_chans", 3))
+    chans = int(in_chans if in_chans is not None else _default_chans(model, meta))
     metadata = {k: v for k, v in meta.items() if k not in ("input_size", "in_chans")}
     metadata.update(origin)
     target = model
@@ -67,29 +81,16 @@ def export_checkpoint(
 
         target = optimize_for_inference(model, fuse_mkldnn=False, channels_last=False)
         metadata["optimized"] = "optimize_for_inference(fuse_mkldnn=False)"
-    path = export_onnx(
-        target,
-        out,
-        (h, w),
-        in_chans=chans,
-        dynamic_batch=dynamic_batch,
-        opset=opset,
-        metadata=metadata,
-        batch_size=batch_size,
-    )
     # A batch size the export did not trace with (2), so a batch baked into the graph shows.
     n = check_batch if dynamic_batch else batch_size
     x = torch.rand(n, chans, h, w, generator=torch.Generator().manual_seed(0))
-    try:
-        diff = check_parity(model, onnx_session(path), x, atol=atol)
-    except ExportError:
-        path.unlink(missing_ok=True)  # an unfaithful export must not be picked up by mistake
-        raise
+    options = dict(dynamic_batch=dynamic_batch, opset=opset, batch_size=batch_size)
+    diff = _export_checked(model, target, out, x, atol, metadata=metadata, **options)
     return {
-        "path": str(path),
+        "path": str(out),
         "format": "onnx",
         "opset": opset,
-        "size_mb": round(path.stat().st_size / 2**20, 2),
+        "size_mb": round(out.stat().st_size / 2**20, 2),
         "input_shape": ["batch" if dynamic_batch else batch_size, chans, h, w],
         "parity_max_abs_diff": diff,
         "parity_batch": n,
@@ -97,6 +98,34 @@ def export_checkpoint(
         "seconds": round(time.perf_counter() - t0, 2),
         **origin,
     }
+
+
+def _export_checked(
+    model: nn.Module,
+    target: nn.Module,
+    out: Path,
+    x: torch.Tensor,
+    atol: float,
+    **export_kwargs: Any,
+) -> float:
+    """Export `target` next to `out` under a temporary name, check it against `model` on `x`
+    (N, C, H, W), then rename it to `out`; returns the max abs logit difference. An
+    unfaithful (or failed) export is deleted and never replaces an earlier file at `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".checking")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        export_onnx(target, tmp, tuple(x.shape[-2:]), in_chans=x.shape[1], **export_kwargs)
+        diff = check_parity(model, onnx_session(tmp), x, atol=atol)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; removed on any failure
+    return diff
+
+
+def _default_chans(model: nn.Module, meta: dict[str, Any]) -> int:
+    return int(meta.get("in_chans") or getattr(model, "in_chans", 3))
 
 
 def _from_checkpoint(
@@ -130,7 +159,8 @@ def _from_registry(
 
 
 def _size(input_size: int | None, model: nn.Module, meta: dict[str, Any]) -> tuple[int, int]:
-    size = input_size or meta.get("input_size") or getattr(model, "input_size", None)
+    size = input_size if input_size is not None else meta.get("input_size")
+    size = size if size is not None else getattr(model, "input_size", None)
     if size is None:
         raise WAEError("The input size is not recorded in the checkpoint: pass --input-size.")
     if isinstance(size, (list, tuple)):

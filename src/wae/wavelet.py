@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .autoencoder import check_count, crop_to
+
 __all__ = ["DWT2", "IDWT2", "WaveletDecomposer"]
 
 
@@ -130,10 +132,7 @@ class IDWT2(nn.Module):
         rows, cols = self.rows.to(cA), self.cols.to(cA)
         y = self._synth(y, cols, -2)  # (N*C, 2, 2h, w): lo_W, hi_W
         y = self._synth(y, rows, -1)  # (N*C, 1, 2h, 2w)
-        y = y.reshape(n, c, 2 * h, 2 * w)
-        if size is not None:
-            y = y[..., : size[0], : size[1]]
-        return y
+        return crop_to(y.reshape(n, c, 2 * h, 2 * w), size, "reconstruction")
 
 
 class WaveletDecomposer(nn.Module):
@@ -146,7 +145,7 @@ class WaveletDecomposer(nn.Module):
 
     def __init__(self, in_chans: int, wavelet: str = "bior4.4") -> None:
         super().__init__()
-        self.in_chans = in_chans
+        self.in_chans = check_count(in_chans, "in_chans", "image channels")
         self.low_chans = in_chans
         self.high_chans = 3 * in_chans
         self.dwt = DWT2(wavelet)

@@ -26,7 +26,7 @@ from .backends import (
     Prepared,
     prepare_backend,
 )
-from .matrix import BenchConfig, resolve_threads, run_bench, run_config
+from .matrix import BenchConfig, check_settings, resolve_threads, run_bench, run_config
 from .models import MODELS, QUICK_BACKBONE, BenchError, build_models
 from .parts import PARTS, format_parts_markdown, time_parts, wae_parts
 from .report import format_markdown
@@ -43,6 +43,7 @@ __all__ = [
     "BenchError",
     "Prepared",
     "build_models",
+    "check_settings",
     "format_markdown",
     "format_parts_markdown",
     "prepare_backend",

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .. import cost
+from ..data.transforms import check_input_size
 from ..runtime import usable_cores
 from .backends import (
     ALL_BACKENDS,
@@ -49,6 +50,7 @@ from .models import BenchError, build_models
 
 __all__ = [
     "BenchConfig",
+    "check_settings",
     "load_average",
     "measure_grouped",
     "resolve_threads",
@@ -269,12 +271,46 @@ def resolve_threads(spec: Sequence[int | str]) -> list[int]:
     """Thread counts from ints and "all" (every usable core), deduplicated, in order."""
     out: list[int] = []
     for t in spec:
-        n = usable_cores() if str(t) == "all" else int(t)
-        if n < 1:
-            raise BenchError(f"thread counts must be >= 1, got {t!r}")
+        try:
+            n = usable_cores() if str(t) == "all" else int(t)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1 or isinstance(t, (bool, float)):
+            raise BenchError(
+                f"Thread counts (--threads) are integers >= 1 or 'all', got {t!r}. Fix --threads."
+            )
         if n not in out:
             out.append(n)
     return out
+
+
+def check_settings(
+    *,
+    input_size: int | None,
+    batch_sizes: Sequence[int],
+    threads: Sequence[int | str],
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    min_run_time: float,
+    rounds: int,
+    warmup: int,
+) -> tuple[list[int], torch.device]:
+    """Refuse, before any model is built, settings that would time nothing or mislead (an
+    empty batch, a size of 0, no threads, no time); returns (thread counts, device)."""
+    if input_size is not None:
+        check_input_size(input_size, "input_size (--input-size)")
+    if not batch_sizes or not all(type(b) is int and b >= 1 for b in batch_sizes):
+        raise BenchError(
+            f"Batch sizes (--batch-size) must be integers >= 1, got {list(batch_sizes)}: a "
+            f"batch of 0 images times nothing."
+        )
+    if num_classes is not None and not (type(num_classes) is int and num_classes >= 1):
+        raise BenchError(f"num_classes (--num-classes) must be >= 1, got {num_classes!r}.")
+    cost.check_timing(min_run_time=min_run_time, rounds=rounds, warmup=warmup)
+    thread_list = resolve_threads(threads)
+    if not thread_list:
+        raise BenchError("No thread counts given (--threads): name at least one, or 'all'.")
+    return thread_list, cost.check_device(device, "device (--device)")
 
 
 def run_bench(
@@ -299,12 +335,20 @@ def run_bench(
     config), "load_avg_start", "load_avg_end"}.
     """
     unknown = [b for b in backends if b not in ALL_BACKENDS]
-    if unknown:
+    if unknown or not backends:
         raise BenchError(f"Unknown backend(s) {unknown}; choose from {', '.join(ALL_BACKENDS)}.")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError("device is CUDA but torch.cuda.is_available() is False.")
-    thread_list = resolve_threads(threads)
+    if not backbones:
+        raise BenchError("No backbone to benchmark: name at least one (--backbone).")
+    thread_list, dev = check_settings(
+        input_size=input_size,
+        batch_sizes=batch_sizes,
+        threads=threads,
+        device=device,
+        num_classes=num_classes,
+        min_run_time=min_run_time,
+        rounds=rounds,
+        warmup=warmup,
+    )
     start_load = load_average()
     configs: list[dict[str, Any]] = []
     with scratch_dir(workdir) as wd:

@@ -40,8 +40,8 @@ def build_models(
         kw["num_classes"] = num_classes
     if all(is_model(n) for n in names.values()):
         cfg = model_cfg(names["wae"])
-        size = int(input_size or cfg["input_size"])
-        chans = int(in_chans or cfg["in_chans"])
+        size = int(input_size if input_size is not None else cfg["input_size"])
+        chans = int(in_chans if in_chans is not None else cfg["in_chans"])
         if chans != cfg["in_chans"]:
             kw["in_chans"] = chans
         models = {
@@ -49,10 +49,11 @@ def build_models(
             "half": create_model(names["half"], **kw),
             "wae": create_model(names["wae"], input_size=size, **kw),
         }
-        k = num_classes or cfg["num_classes"]
+        k = num_classes if num_classes is not None else cfg["num_classes"]
     else:
-        size, chans = int(input_size or 224), int(in_chans or 3)
-        k = num_classes or 1000
+        size = int(input_size if input_size is not None else 224)
+        chans = int(in_chans if in_chans is not None else 3)
+        k = num_classes if num_classes is not None else 1000
         common = dict(num_classes=k, in_chans=chans)
         try:
             models = {

@@ -25,7 +25,7 @@ from ..export import export_module, onnx_session
 from ..models import WAENet
 from ..optimize import WAEInference, optimize_for_inference
 from .backends import Runner
-from .matrix import load_average, resolve_threads, scratch_dir
+from .matrix import check_settings, load_average, scratch_dir
 from .models import BenchError, build_models
 
 __all__ = ["PARTS", "format_parts_markdown", "time_parts", "wae_parts"]
@@ -194,7 +194,14 @@ def time_parts(
     sum of the parts (per-call overhead between parts). CPU only. The ONNX files go to
     `workdir` (default: a temporary directory, removed).
     """
-    n_threads = resolve_threads([threads])[0]
+    n_threads = check_settings(
+        input_size=input_size,
+        batch_sizes=[batch_size],
+        threads=[threads],
+        min_run_time=min_run_time,
+        rounds=rounds,
+        warmup=warmup,
+    )[0][0]
     models, info = build_models(backbone, input_size=input_size)
     wae = models["wae"]
     del models

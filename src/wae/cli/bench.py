@@ -116,9 +116,31 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    s = _settings(args)
-    stem = args.name or ("quick" if args.quick else f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+def _check(args: argparse.Namespace, s: dict[str, Any], stem: str) -> list[Path]:
+    """Every option and the result files' paths, checked before any model is built: a bad
+    value or an unwritable --output-dir must not cost a whole benchmark. Returns the paths."""
+    from ..outputs import check_output_file
+
+    bench.check_settings(
+        input_size=args.input_size,
+        batch_sizes=s["batch_size"],
+        threads=s["threads"],
+        device=args.device,
+        num_classes=args.num_classes,
+        min_run_time=s["min_run_time"],
+        rounds=s["rounds"],
+        warmup=s["warmup"],
+    )
+    if args.no_save:
+        return []
+    return [
+        check_output_file(args.output_dir / f"{stem}{ext}", "The bench result file")
+        for ext in (".md", ".json")
+    ]
+
+
+def _measure(args: argparse.Namespace, s: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The benchmark (or, with --parts, the per-part timing): (JSON document, Markdown)."""
     if args.parts:
         results = [
             bench.time_parts(
@@ -135,29 +157,35 @@ def run(args: argparse.Namespace) -> int:
             for bs in s["batch_size"]
             for t in s["threads"]
         ]
-        doc: dict[str, Any] = {"parts": results}
-        text = "\n".join(bench.format_parts_markdown(r) for r in results)
-        stem = f"{stem}-parts"
-    else:
-        doc = bench.run_bench(
-            s["backbone"],
-            input_size=args.input_size,
-            batch_sizes=s["batch_size"],
-            threads=s["threads"],
-            backends=s["backends"],
-            device=args.device,
-            amp=args.amp,
-            num_classes=args.num_classes,
-            min_run_time=s["min_run_time"],
-            rounds=s["rounds"],
-            warmup=s["warmup"],
-            log=_log,
-        )
-        text = bench.format_markdown(doc)
-    if not args.no_save:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        (args.output_dir / f"{stem}.md").write_text(text + "\n")
-        (args.output_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        return {"parts": results}, "\n".join(bench.format_parts_markdown(r) for r in results)
+    doc = bench.run_bench(
+        s["backbone"],
+        input_size=args.input_size,
+        batch_sizes=s["batch_size"],
+        threads=s["threads"],
+        backends=s["backends"],
+        device=args.device,
+        amp=args.amp,
+        num_classes=args.num_classes,
+        min_run_time=s["min_run_time"],
+        rounds=s["rounds"],
+        warmup=s["warmup"],
+        log=_log,
+    )
+    return doc, bench.format_markdown(doc)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import atomic_write_bytes
+
+    s = _settings(args)
+    stem = args.name or ("quick" if args.quick else f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    stem = f"{stem}-parts" if args.parts else stem
+    paths = _check(args, s, stem)
+    doc, text = _measure(args, s)
+    for path, data in zip(paths, (text + "\n", json.dumps(doc, indent=2) + "\n"), strict=True):
+        atomic_write_bytes(path, data.encode())  # a crash never leaves a half-written result
+    if paths:
         _log(f"wrote {args.output_dir / stem}.md and .json")
     if args.json:
         print(json.dumps(_headline(doc), indent=2))

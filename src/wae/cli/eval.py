@@ -67,8 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import atomic_write_json
+    from ..outputs import check_output_file
     from ..train import evaluate_checkpoint, format_eval
 
+    if args.output:  # checked before the evaluation, so its result is never lost to a bad path
+        check_output_file(args.output, "The result file (--output)")
     result = evaluate_checkpoint(
         args.checkpoint,
         data=args.data,

@@ -29,9 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import WAEError
     from ..models import list_models, model_cfg
 
     cfgs = {name: model_cfg(name) for name in list_models(args.pattern)}
+    if not cfgs:
+        raise WAEError(
+            f"No registered model matches {args.pattern!r}. `wae models` lists all of them; "
+            f"a pattern may use * and ? (e.g. 'wae_*')."
+        )
     if args.json:
         print(json.dumps(cfgs, indent=2))
         return 0

@@ -40,6 +40,9 @@ trains, unless --retrain-changed (its old files are moved to replaced-<time>/, n
 
 seeds: with --jobs > 1 each seed trains in its own process (OUT/logs/seed<s>.log holds its
 output); the report is written once every seed is trained.
+
+output: one command writes OUT at a time (it holds OUT/.wae.lock; each run directory under it
+has its own lock while it trains); a second command into OUT is refused, naming the first.
 """
 
 
@@ -134,6 +137,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-latency", action="store_true", help="count MACs but do not time")
     p.add_argument("--plan", action="store_true", help="print the plan and exit")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render the finished reproduction in -o from its results.json (claims, "
+        "accuracy figures, report.md), training and timing nothing",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.set_defaults(run=run)
 
@@ -142,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..reproduce import ReproduceError, ReproduceOptions, run_reproduce
+
+    if args.report_only:
+        from ..reproduce.rerender import rerender_report
+
+        if args.output is None:
+            raise ReproduceError("--report-only needs -o, the reproduction's output directory.")
+        print(f"report: {rerender_report(args.output)}")
+        return 0
 
     subset: int | str | None = None
     if args.subset is not None:

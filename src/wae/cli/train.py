@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+from pathlib import Path
 
 from . import add_command, add_set_argument
 
@@ -14,6 +16,7 @@ _EXAMPLES = [
     "wae train -c my_recipe.toml -o runs/mine         # or a TOML file",
     "wae train -c fashion_mnist -o runs/fm --set stages.2.lr=0.02 data.subset=20000",
     "wae train -c fashion_mnist -o runs/fm --resume",
+    "wae train -c runs/fm/config.json -o runs/fm --resume  # continue with the run's own config",
     "torchrun --nproc_per_node 4 -m wae train -c imagenet_vgg16 -o runs/vgg",
 ]
 _EPILOG = """\
@@ -23,9 +26,11 @@ model.kwargs.width=8, stages.1.schedule.name=step, eval.noise_vars=[0.01,0.05].
 VALUE is a TOML value; a bare word is a string; none/null unsets an optional key.
 
 output directory: a run refuses to write into a directory holding another run unless
---resume (same config: continue from the newest checkpoint) or --overwrite (the files it
-replaces are moved to OUT/replaced-<time>/, nothing is deleted). Running the stages one at a
-time (--stage 1, then --stage 2, ...) into the same directory needs neither.
+--resume (same config: continue from the newest checkpoint; `-c OUT/config.json` resumes
+with the run's own config, --set values included) or --overwrite (the files it replaces are
+moved to OUT/replaced-<time>/, nothing is deleted). Running the stages one at a time (--stage
+1, then --stage 2, ...) into the same directory needs neither. A directory being written by
+another command (its lock OUT/.wae.lock is held) is refused, naming that command.
 """
 
 
@@ -44,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--config",
         required=True,
         metavar="RECIPE",
-        help="a packaged recipe's name (`wae recipes` lists them) or a TOML file's path",
+        help="a packaged recipe's name (`wae recipes` lists them), a TOML file's path, or a "
+        "run's OUT/config.json",
     )
     p.add_argument(
         "-o", "--output", default=None, help="output directory (default: runs/<recipe name>)"
@@ -112,5 +118,7 @@ def run(args: argparse.Namespace) -> int:
             f"{result['final_checkpoint']})"
         )
     elif result.get("stopped"):
-        print(f"stopped; continue with: wae train -c {args.config} -o {output} --resume")
+        # The run's own config.json holds every --set value: no override to repeat.
+        saved = shlex.quote(str(Path(output) / "config.json"))
+        print(f"stopped; continue with: wae train -c {saved} -o {shlex.quote(output)} --resume")
     return 0

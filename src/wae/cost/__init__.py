@@ -35,7 +35,7 @@ Quick look::
     print(wae.profile(net, 224, baselines=True))   # vs its backbone at full and half size
 """
 
-from ._common import ExampleInput
+from ._common import ExampleInput, MeasureError, check_device, check_timing
 from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare_baselines
 from .latency import Latency, measure_interleaved, measure_latency
 from .machine import machine_info
@@ -50,11 +50,14 @@ __all__ = [
     "Comparison",
     "ExampleInput",
     "Latency",
+    "MeasureError",
     "ModelProfile",
     "OpCount",
     "PartCount",
     "PartsSpec",
     "build_baselines",
+    "check_device",
+    "check_timing",
     "compare",
     "compare_baselines",
     "comparison_to_dict",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from ..errors import WAEError
 
 #: A model's positional input(s): one tensor, or a sequence of them.
 ExampleInput = torch.Tensor | Sequence[torch.Tensor]
@@ -38,7 +42,75 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     """``device`` if given, else where the model's first parameter or buffer lives."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+class MeasureError(WAEError, ValueError):
+    """A measurement (or run) that cannot be set up as asked: device, threads, timing."""
+
+
+# The devices wae runs on: "auto" or a torch device of one of these types, optionally indexed.
+_DEVICE = re.compile(r"auto|(cpu|mps|cuda)(:\d+)?")
+
+
+def check_device(
+    spec: str | torch.device, what: str = "device", *, available: bool = True
+) -> torch.device:
+    """``spec`` ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device) as a torch.device.
+
+    "auto" is CUDA when available, else MPS, else the CPU. With ``available`` the device must
+    also exist on this machine; without, only the spelling is checked (a config written for a
+    GPU machine can still be read on a laptop). Raises :class:`MeasureError` naming ``what``.
+    """
+    text = str(spec).strip()
+    if not _DEVICE.fullmatch(text):
+        raise MeasureError(f"{what} must be auto, cpu, cuda, cuda:N or mps, got {str(spec)!r}.")
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    dev = torch.device(text)
+    if available and dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index or 0) >= n:
+            have = f"only {n} CUDA device(s)" if n else "no usable CUDA device"
+            use = f"cuda:0 to cuda:{n - 1}, or cpu" if n else "cpu (or auto: the best one here)"
+            raise MeasureError(f"{what} is {text!r} but this machine has {have}. Use {use}.")
+    if available and dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise MeasureError(f"{what} is 'mps' but MPS is not available here. Use cpu.")
+    return dev
+
+
+def check_timing(
+    *,
+    threads: int | None = None,
+    min_run_time: float | None = None,
+    rounds: int | None = None,
+    warmup: int | None = None,
+) -> None:
+    """Refuse timing settings that would time nothing or mislead (:class:`MeasureError`):
+    threads >= 1, min_run_time a finite number of seconds > 0, rounds >= 1, warmup >= 0.
+    None means "not given" (the caller's default)."""
+    bad = []
+    if threads is not None and not (_is_int(threads) and threads >= 1):
+        bad.append(f"threads (--threads) must be an integer >= 1, got {threads!r}")
+    if min_run_time is not None and not (
+        isinstance(min_run_time, (int, float)) and math.isfinite(min_run_time) and min_run_time > 0
+    ):
+        bad.append(f"min_run_time (--min-run-time) must be seconds > 0, got {min_run_time!r}")
+    if rounds is not None and not (_is_int(rounds) and rounds >= 1):
+        bad.append(f"rounds (--rounds) must be an integer >= 1, got {rounds!r}")
+    if warmup is not None and not (_is_int(warmup) and warmup >= 0):
+        bad.append(f"warmup (--warmup) must be an integer >= 0, got {warmup!r}")
+    if bad:
+        raise MeasureError("; ".join(bad) + ".")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

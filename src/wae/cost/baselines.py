@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import WAEError
 from ..models import PlainNet, WAENet
 from ..runtime import is_out_of_memory
+from ._common import MeasureError, check_device, check_timing
 from .ops import PartsSpec
 from .profiling import Comparison, compare, input_shape
 from .report import format_table
@@ -24,6 +25,9 @@ __all__ = ["PAPER_BOUND", "BaselineComparison", "build_baselines", "compare_base
 
 #: The paper's upper bound on WAE's speed-up: I_L costs 1/4, I_H (1/4 width) 1/64 -> 3.76x.
 PAPER_BOUND = 1 / (1 / 4 + 1 / 64)
+
+# The timing settings of compare(), checked up front.
+_TIMING = ("threads", "min_run_time", "rounds", "warmup")
 
 #: The three models, in the order they are built, timed and reported.
 SLOTS = ("baseline", "half_res", "wae")
@@ -171,7 +175,16 @@ def compare_baselines(
     """
     if in_chans is None:
         in_chans = 3 if isinstance(model, str) else getattr(model, "in_chans", 3)
+    # Every setting is checked before the (possibly slow) builds.
     shape = input_shape(input_size, batch_size, in_chans)
+    if not (type(num_classes) is int and num_classes >= 1):
+        raise MeasureError(
+            f"num_classes (--num-classes) must be an integer >= 1, got {num_classes!r}."
+        )
+    if compare_kwargs.get("latency", True):
+        check_timing(**{k: compare_kwargs.get(k) for k in _TIMING})
+    if device is not None:
+        device = check_device(device, "device (--device)")
     with _advise_on_oom(model if isinstance(model, str) else type(model).__name__, shape):
         if isinstance(model, str):
             backbone, slot = model, "wae"

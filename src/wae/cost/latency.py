@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import ExampleInput, as_tuple, eval_mode, resolve_device, shapes
+from ._common import ExampleInput, as_tuple, check_timing, eval_mode, resolve_device, shapes
 
 __all__ = ["Latency", "format_name", "measure_interleaved", "measure_latency"]
 
@@ -212,13 +212,8 @@ def measure_interleaved(
     split into ``rounds`` slices visited in turn (order reversed every other round) so that slow
     drift of the machine (thermal, neighbours) hits all candidates alike.
     """
-    if rounds < 1:
-        raise ValueError("rounds must be >= 1")
-    if min_run_time <= 0:
-        raise ValueError("min_run_time must be > 0")
+    check_timing(threads=threads, min_run_time=min_run_time, rounds=rounds, warmup=warmup)
     n_threads = int(threads) if threads is not None else torch.get_num_threads()
-    if n_threads < 1:
-        raise ValueError("threads must be >= 1")
     formats = _resolve_formats(memory_format)
     devices = {name: resolve_device(m, device) for name, m in models.items()}
     candidates = [(name, fmt) for name in models for fmt in formats]

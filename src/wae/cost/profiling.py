@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import torch
 from torch import nn
 
-from ._common import resolve_device
+from ..data.transforms import check_input_size
+from ._common import MeasureError, check_device, check_timing, resolve_device
 from .latency import Latency, format_name, measure_interleaved, measure_latency
 from .machine import machine_info
 from .ops import OpCount, PartsSpec, count_ops
@@ -72,12 +73,15 @@ class Comparison(dict):
 
 
 def input_shape(input_size: int | Sequence[int], batch_size: int, in_chans: int) -> list[int]:
-    """``[N, C, H, W]`` from ``input_size`` (H=W, or (H, W)), batch size and channels."""
-    if isinstance(input_size, int):
-        h = w = input_size
-    else:
-        h, w = (int(s) for s in input_size)
-    return [int(batch_size), int(in_chans), int(h), int(w)]
+    """``[N, C, H, W]`` from ``input_size`` (H=W, or (H, W)), batch size and channels.
+
+    Checked here, before any model is built or run: an empty batch, no channels or a size
+    outside 8..4096 would time nothing (or exhaust memory), so they raise a WAEError."""
+    h, w = check_input_size(input_size, "input_size (--input-size)")
+    for what, v in (("batch_size (--batch-size)", batch_size), ("in_chans (--in-chans)", in_chans)):
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise MeasureError(f"{what} must be an integer >= 1, got {v!r}.")
+    return [batch_size, in_chans, h, w]
 
 
 def _make_input(model: nn.Module, shape: Sequence[int]) -> torch.Tensor:
@@ -215,6 +219,10 @@ def compare(
     if unknown:
         raise KeyError(f"parts given for unknown models {sorted(unknown)}")
     shape = input_shape(input_size, batch_size, in_chans)
+    if latency:
+        check_timing(threads=threads, min_run_time=min_run_time, rounds=rounds, warmup=warmup)
+    if device is not None:
+        device = check_device(device, "device (--device)")
     inputs = {name: (_make_input(m, shape),) for name, m in models.items()}
     # Models that declare their own `cost_parts` (WAENet, PlainNet) are grouped by them.
     ops = {

@@ -39,7 +39,14 @@ from .loaders import build_loader
 from .locate import DATA_DIR_ENV, DEFAULT_CACHE_DIR, DEFAULT_FASHION_MNIST_DIR
 from .sources import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, TensorImageSource, load_fashion_mnist
 from .splits import balanced_subset, stratified_split, train_val_split
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, build_transform, resize_for
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageTransform,
+    build_transform,
+    check_input_size,
+    resize_for,
+)
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -62,6 +69,7 @@ __all__ = [
     "build_dataset",
     "build_loader",
     "build_transform",
+    "check_input_size",
     "load_fashion_mnist",
     "resize_for",
     "read_idx",

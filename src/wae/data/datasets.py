@@ -17,10 +17,15 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DataError, DataWarning, fail_if
+from .errors import SKIP_BAD_HINT, DataError, DataWarning, fail_if
 from .folders import ImageFolderSource, folder_source
 from .locate import resolve_dir
-from .sources import TensorImageSource, cifar_source, fashion_mnist_source
+from .sources import (
+    FASHION_MNIST_SIZE,
+    TensorImageSource,
+    cifar_source,
+    fashion_mnist_source,
+)
 from .splits import balanced_subset
 from .transforms import (
     IMAGENET_MEAN,
@@ -43,7 +48,7 @@ _NAMES = {
 }
 # name -> (mean, std, native size, crop padding, native channels)
 _SPECS: dict[str, tuple[tuple[float, ...], tuple[float, ...], int | None, int, int]] = {
-    "fashion-mnist": ((0.2860,), (0.3530,), 28, 2, 1),
+    "fashion-mnist": ((0.2860,), (0.3530,), FASHION_MNIST_SIZE, 2, 1),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, 4, 3),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32, 4, 3),
     "folder": (IMAGENET_MEAN, IMAGENET_STD, None, 0, 3),
@@ -143,7 +148,7 @@ class LabeledDataset(Dataset):
         if not self.skip_bad:
             raise DataError(
                 f"{len(bad)} unreadable image(s) in {self.info.root}: {listing}. Delete or "
-                f"replace them, or pass skip_bad=True (--skip-bad) to skip them with a warning."
+                f"replace them, {SKIP_BAD_HINT}."
             )
         warnings.warn(
             f"Dropping {len(bad)} unreadable image(s) (skip_bad=True): {listing}",
@@ -290,6 +295,8 @@ def build_dataset(
         in_chans not in (None, 1, 3),
         f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}. Fix --in-chans.",
     )
+    if input_size is not None:  # options first, before any file is opened
+        check_size_chans(input_size, in_chans or 3)
     raw_name = str(name_or_path)
     key, source, root, indices = _open_source(raw_name, split, data_dir, in_chans, seed, download)
     info = _make_info(key, raw_name, split, root, source.classes, input_size, in_chans)

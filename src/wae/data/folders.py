@@ -13,12 +13,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import datasets as tv_datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from .errors import DataError, DataWarning, fail_if
+from .errors import SKIP_BAD_HINT, DataError, DataWarning, fail_if
 from .splits import stratified_split
 
 __all__ = ["FOLDER_VAL_FRACTION", "ImageFolderSource", "check_image_root", "folder_source"]
@@ -37,6 +38,9 @@ FOLDER_VAL_FRACTION = 0.1
 
 # PIL modes holding one channel; anything else is treated as colour.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Integer modes wider than 8 bits (16-bit PNG/TIFF greys): PIL's convert() would clip them
+# at 255, so they are scaled from the 16-bit range instead (see _to_8bit).
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 # What PIL raises for a file that is not a (complete) image.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -77,12 +81,11 @@ class ImageFolderSource(tv_datasets.ImageFolder):
             with Image.open(path) as im:
                 im.load()  # full decode: Image.open only reads the header, missing truncation
                 src_mode = im.mode
-                out = im.convert(self._mode)
+                out = _to_8bit(im).convert(self._mode)
         except _DECODE_ERRORS as e:
             raise DataError(
                 f"Cannot read image {path}: {e}. The file is unreadable, truncated or not an "
-                f"image. Delete or replace it, or pass skip_bad=True (--skip-bad) to skip bad "
-                f"images with a warning."
+                f"image. Delete or replace it, {SKIP_BAD_HINT}."
             ) from e
         src_grey = src_mode in _GREY_MODES
         if src_grey != (self.in_chans == 1) and not self._warned_colour:
@@ -113,6 +116,15 @@ class ImageFolderSource(tv_datasets.ImageFolder):
             except _DECODE_ERRORS as e:
                 bad.append((int(i), path, str(e)))
         return bad
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit grey image (mode "I;16*" or "I") as mode "L" scaled by 255 / 65535, so that
+    its full range maps onto [0, 1] like an 8-bit image's; other modes unchanged."""
+    if im.mode not in _WIDE_MODES:
+        return im
+    wide = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.rint(wide * (255 / 65535)).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
 def check_image_root(root: Path) -> None:

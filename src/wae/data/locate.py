@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torchvision import datasets as tv_datasets
 
-from .errors import DataError, fail_if
+from .errors import DOWNLOAD_HINT, DataError, fail_if
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -77,7 +77,7 @@ def locate_fashion_mnist(
             raise DataError(
                 f"Downloading Fashion-MNIST into {target} failed: {e}. Check the network and "
                 f"that the folder is writable, or install Debian's dataset-fashion-mnist "
-                f"(apt-get install dataset-fashion-mnist) and drop --download."
+                f"(apt-get install dataset-fashion-mnist) and turn data.download off."
             ) from e
         files = _fashion_mnist_files(target, split)
     if files is None:
@@ -87,7 +87,6 @@ def locate_fashion_mnist(
             f"No Fashion-MNIST {split} files ({prefix}-images-idx3-ubyte[.gz] and "
             f"{prefix}-labels-idx1-ubyte[.gz]) in {where}. Install Debian's "
             f"dataset-fashion-mnist (apt-get install dataset-fashion-mnist), point --data-dir "
-            f"or {DATA_DIR_ENV} at a folder with the four IDX files, or pass --download when "
-            f"online."
+            f"or {DATA_DIR_ENV} at a folder with the four IDX files, or set {DOWNLOAD_HINT}."
         )
     return files

@@ -17,19 +17,22 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
-from .errors import DataError, fail_if
+from .errors import DOWNLOAD_HINT, DataError, fail_if
 from .idx import read_idx
 from .locate import DATA_DIR_ENV, DEFAULT_CACHE_DIR, locate_fashion_mnist
 
 __all__ = [
     "CIFAR10_CLASSES",
     "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SIZE",
     "TensorImageSource",
     "cifar_source",
     "fashion_mnist_source",
     "load_fashion_mnist",
 ]
 
+#: Fashion-MNIST's image side: its IDX files must hold (N, 28, 28) images.
+FASHION_MNIST_SIZE = 28
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -86,6 +89,15 @@ def _load_idx_pair(images: str, labels: str, stamp: tuple[int, ...]) -> tuple[An
     fail_if(
         x.ndim != 3 or x.dtype != np.uint8,
         f"{images} should hold uint8 images of shape (N, H, W), found {x.dtype} {x.shape}.",
+    )
+    h, w = x.shape[1:]
+    fail_if(
+        (h, w) != (FASHION_MNIST_SIZE, FASHION_MNIST_SIZE),
+        f"{images} holds {h}x{w} images, but Fashion-MNIST's are {FASHION_MNIST_SIZE}x"
+        f"{FASHION_MNIST_SIZE}: a model for Fashion-MNIST would silently get images of another "
+        f"size. Point --data-dir (or {DATA_DIR_ENV}) at the real Fashion-MNIST files, or keep "
+        f"other images as an ImageFolder tree (root/<class>/<image>), which is resized to the "
+        f"model's input size.",
     )
     fail_if(
         y.ndim != 1 or len(y) != len(x),
@@ -148,7 +160,7 @@ def cifar_source(
             f"No usable {pretty} files ({cls.base_folder}/) in {root} ({e}). Download "
             f"{archive} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it there, "
             f"point --data-dir or {DATA_DIR_ENV} at the folder holding {cls.base_folder}/, or "
-            f"pass --download when online."
+            f"set {DOWNLOAD_HINT}."
         ) from e
     # (N, H, W, C) numpy -> (N, C, H, W) view; no copy, items are tensor indexes like MNIST.
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)

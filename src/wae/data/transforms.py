@@ -12,13 +12,16 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from .errors import fail_if
+from .errors import DataError, fail_if
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_INPUT_SIZE",
+    "MIN_INPUT_SIZE",
     "ImageTransform",
     "build_transform",
+    "check_input_size",
     "check_size_chans",
     "resize_for",
     "stats_for_chans",
@@ -26,6 +29,9 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The image sizes (pixels per side) any option accepts: smaller ones leave nothing for a
+#: CNN's stride-2 stages and the WAE's half-size branches; larger ones only exhaust memory.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 4096
 
 
 def resize_for(input_size: int) -> int:
@@ -33,16 +39,44 @@ def resize_for(input_size: int) -> int:
     return round(input_size * 256 / 224)
 
 
+def check_input_size(
+    size: object, what: str = "input_size", *, hi: int = MAX_INPUT_SIZE
+) -> tuple[int, int]:
+    """``size`` (an int, or ``[height, width]``) as ``(height, width)``, each an integer from
+    :data:`MIN_INPUT_SIZE` to ``hi``; else :class:`DataError` naming ``what`` and the range.
+
+    The one check of an image size for every option that takes one (``--input-size``,
+    ``data.input_size``, ``export_onnx(input_size=)``): 0 or a negative size is refused, never
+    taken as "not given"."""
+    sides = list(size) if isinstance(size, (list, tuple)) else [size]
+    ints = 1 <= len(sides) <= 2 and all(
+        isinstance(s, int) and not isinstance(s, bool) for s in sides
+    )
+    if ints and all(MIN_INPUT_SIZE <= s <= hi for s in sides):
+        return int(sides[0]), int(sides[-1])
+    if not ints:
+        advice = "Pass one integer, or [height, width]."
+    elif any(s < MIN_INPUT_SIZE for s in sides):
+        advice = "Use a larger input size."
+    else:
+        advice = "Use a smaller input size."
+    raise DataError(
+        f"{what} must be an image size from {MIN_INPUT_SIZE} to {hi} pixels, got {size!r}. {advice}"
+    )
+
+
 def check_size_chans(input_size: int, in_chans: int) -> None:
-    """Raise :class:`DataError` unless ``in_chans`` is 1 or 3 and ``input_size`` an int >= 8."""
+    """Raise :class:`DataError` unless ``in_chans`` is 1 or 3 and ``input_size`` an integer
+    image size (:func:`check_input_size`)."""
     fail_if(
         in_chans not in (1, 3),
         f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}. Fix --in-chans.",
     )
     fail_if(
-        not isinstance(input_size, int) or input_size < 8,
-        f"input_size must be an integer >= 8, got {input_size!r}. Fix --input-size.",
+        not isinstance(input_size, int) or isinstance(input_size, bool),
+        f"input_size must be an integer, got {input_size!r}. Fix --input-size.",
     )
+    check_input_size(input_size)
 
 
 def stats_for_chans(

@@ -1,10 +1,13 @@
 """Model families and the registry (`create_model`, `list_models`)."""
 
-from ._backbone import BackboneError, build_classifier, build_features, quarter_width
+from ..autoencoder import ShapeError
+from ._backbone import BackboneError, build_classifier, build_features
 from ._registry import create_model, is_model, list_models, model_cfg, register_model
+from ._slim import quarter_width
 from .plain import HalfResize, PlainNet
 from .pruned import pruned_net
 from .small_vgg import SmallVGG
+from .spec import SpecError
 from .wae_net import LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
 
 __all__ = [
@@ -13,7 +16,9 @@ __all__ = [
     "LinearHead",
     "MLPHead",
     "PlainNet",
+    "ShapeError",
     "SmallVGG",
+    "SpecError",
     "WAENet",
     "WAENetOutput",
     "build_classifier",

@@ -9,21 +9,18 @@ A backbone can be given as
   `forward_features`.
 
 The feature extractor is the network "unchanged": the same modules and weights, cut before
-its pooling and classifier. The I_H branch is a *fresh* copy with every convolution's
-channel count divided by 4: natively where the family has a width setting (VGG configs, our
-small VGG), otherwise by uniform 75 % channel pruning of the copy with Torch-Pruning, which
-follows residual, concatenation and depthwise dependencies for us.
+its pooling and classifier; it must be a convolutional network (a 4-D feature map, not the
+tokens of a transformer). Its quarter-width twin (the I_H branch) is built in `_slim`.
 """
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..autoencoder import check_count
 from ..errors import WAEError
 
 __all__ = [
@@ -31,7 +28,6 @@ __all__ = [
     "FeatureExtractor",
     "build_classifier",
     "build_features",
-    "quarter_width",
     "set_in_chans",
 ]
 
@@ -50,6 +46,9 @@ class FeatureExtractor(nn.Module):
         self.body = body
         self.method = method  # "forward" or "forward_features" (timm)
         self.family = family  # "vgg" / "small_vgg" have a native quarter-width twin
+        # (timm name, its kwargs, model class) of a timm backbone: its width setting can
+        # build the twin where Torch-Pruning cannot.
+        self.timm_args: tuple[str, dict, type] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "forward_features":
@@ -75,24 +74,48 @@ def build_classifier(
     **kwargs,
 ) -> nn.Module:
     """A whole classifier (N, in_chans, H, W) -> (N, num_classes) from a name or a module."""
+    check_count(num_classes, "num_classes", "classes")
+    check_count(in_chans, "in_chans", "image channels")
     if isinstance(spec, nn.Module):
         return spec
     if not isinstance(spec, str):
         raise BackboneError(
             f"A backbone is a model name or an nn.Module, got {type(spec).__name__}."
         )
-    if spec.startswith("timm:"):
-        import timm
+    try:
+        if spec.startswith("timm:"):
+            return _timm_classifier(spec[len("timm:") :], num_classes, in_chans, pretrained, kwargs)
+        return _named_classifier(spec, num_classes, in_chans, pretrained, kwargs)
+    except TypeError as e:  # an argument the builder does not take
+        if "argument" not in str(e):
+            raise
+        raise BackboneError(
+            f"The backbone {spec!r} cannot be built with the arguments {sorted(kwargs)}: {e}. "
+            f"Pass only arguments its builder takes."
+        ) from e
 
-        name = spec[len("timm:") :]
-        try:
-            return timm.create_model(
-                name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
-            )
-        except RuntimeError as e:  # timm raises RuntimeError for unknown names
-            raise BackboneError(
-                f"timm has no model {name!r} ({e}). List them with timm.list_models()."
-            ) from e
+
+def _timm_classifier(
+    name: str, num_classes: int, in_chans: int, pretrained: bool, kwargs: dict
+) -> nn.Module:
+    import timm
+
+    try:
+        model = timm.create_model(
+            name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
+        )
+    except RuntimeError as e:  # timm raises RuntimeError for unknown names
+        raise BackboneError(
+            f"timm has no model {name!r} ({e}). List them with timm.list_models()."
+        ) from e
+    # What its quarter-width twin may be rebuilt from (the family's width setting).
+    model.wae_timm_args = (name, dict(kwargs), type(model))
+    return model
+
+
+def _named_classifier(
+    spec: str, num_classes: int, in_chans: int, pretrained: bool, kwargs: dict
+) -> nn.Module:
     small = _small_backbones()
     if spec in small:
         return small[spec](num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -173,7 +196,8 @@ def build_features(model: nn.Module, in_chans: int = 3) -> FeatureExtractor:
     if hasattr(model, "forward_features") and callable(model.forward_features):
         family = "small_vgg" if isinstance(model, SmallVGG) else "generic"
         fe = FeatureExtractor(model, "forward_features", family)
-        _drop_unused(model, fe, in_chans)
+        fe.timm_args = getattr(model, "wae_timm_args", None)
+        _check_feature_map(model, _drop_unused(model, fe, in_chans), in_chans)
         return fe
     if isinstance(model, VGG):
         return FeatureExtractor(model.features, family="vgg")
@@ -197,9 +221,41 @@ def build_features(model: nn.Module, in_chans: int = 3) -> FeatureExtractor:
     return FeatureExtractor(_cut_before_pooling(model, probe))
 
 
-def _drop_unused(model: nn.Module, fe: nn.Module, in_chans: int) -> None:
+def _has_attention(model: nn.Module) -> bool:
+    return any("Attention" in type(m).__name__ for m in model.modules())
+
+
+def _not_a_cnn(model: nn.Module, why: str, in_chans: int) -> BackboneError:
+    """The error for a backbone without a usable conv feature map, saying what it looks like."""
+    name = type(model).__name__
+    if _has_attention(model):
+        return BackboneError(
+            f"{name} cannot be a WAENet backbone: {why}. It is a transformer (it has attention "
+            f"layers), not a convolutional network; WAENet runs a CNN on the half-size "
+            f"sub-images and needs its (N, C, h, w) feature map. Use a CNN backbone, e.g. "
+            f"'resnet18', 'timm:resnet18' or 'timm:efficientnet_b0'."
+        )
+    return BackboneError(
+        f"{name} cannot be a WAENet backbone: {why}. WAENet needs a convolutional network "
+        f"that takes {in_chans}-channel images of any size and returns an (N, C, h, w) "
+        f"feature map, e.g. 'resnet18' or 'timm:resnet18'."
+    )
+
+
+def _check_feature_map(model: nn.Module, out: object, in_chans: int) -> None:
+    """Refuse a `forward_features` output that is not an NCHW conv feature map."""
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if not (isinstance(out, torch.Tensor) and out.dim() == 4):
+        raise _not_a_cnn(model, f"its forward_features returns {shape}, not (N, C, h, w)", in_chans)
+    nf = getattr(model, "num_features", None)
+    if isinstance(nf, int) and out.shape[1] != nf and out.shape[-1] == nf:
+        raise _not_a_cnn(model, f"its features {shape} are channels-last (N, h, w, C)", in_chans)
+
+
+def _drop_unused(model: nn.Module, fe: nn.Module, in_chans: int) -> object:
     """Replace the modules `fe` never calls (classifier, timm's post-pooling conv_head) by
-    Identity: dead weights would bloat checkpoints and break DDP's gradient reduction."""
+    Identity: dead weights would bloat checkpoints and break DDP's gradient reduction.
+    Returns the output of the (1, in_chans, 64, 64) probe this needs."""
     called: set[int] = set()
     hooks = [
         m.register_forward_hook(lambda mod, i, o: called.add(id(mod))) for m in model.modules()
@@ -208,7 +264,11 @@ def _drop_unused(model: nn.Module, fe: nn.Module, in_chans: int) -> None:
     model.eval()
     try:
         with torch.no_grad():
-            fe(torch.zeros(1, in_chans, 64, 64))
+            out = fe(torch.zeros(1, in_chans, 64, 64))
+    except Exception as e:
+        msg = str(e).split("\n")[0].rstrip(". ")
+        why = f"it fails on a (1, {in_chans}, 64, 64) probe ({type(e).__name__}: {msg})"
+        raise _not_a_cnn(model, why, in_chans) from e
     finally:
         for h in hooks:
             h.remove()
@@ -222,6 +282,7 @@ def _drop_unused(model: nn.Module, fe: nn.Module, in_chans: int) -> None:
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, attr, nn.Identity())
             dropped.append(name)
+    return out
 
 
 def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
@@ -253,123 +314,9 @@ def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
     output.args = (last,)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
+    if _has_attention(model) and not _has_attention(gm):
+        why = f"its last 4-D activation ({last.name}) comes before all its attention layers"
+        raise _not_a_cnn(model, why, probe.shape[1])
     gm.recompile()
     gm.train()
     return gm
-
-
-# --- the quarter-width copy -------------------------------------------------------------------
-
-
-def _reinit(module: nn.Module) -> None:
-    for m in module.modules():
-        if m is not module and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-
-
-_SLIMMABLE = (
-    nn.Conv2d,
-    nn.BatchNorm2d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.Dropout,
-    nn.Identity,
-)
-
-
-def _slim_sequential(seq: nn.Sequential, in_chans: int, divisor: int) -> nn.Sequential | None:
-    """Rebuild a plain conv stack (VGG's or AlexNet's `features`) with channels / divisor,
-    or None if it holds anything but ungrouped convs, BN, activations, pooling, dropout."""
-    if not all(isinstance(m, _SLIMMABLE) for m in seq):
-        return None
-    if any(isinstance(m, nn.Conv2d) and (m.groups != 1 or m.out_channels % divisor) for m in seq):
-        return None
-    layers: list[nn.Module] = []
-    ch = in_chans
-    for m in seq:
-        if isinstance(m, nn.Conv2d):
-            out = m.out_channels // divisor
-            layers.append(_conv_like(m, ch, out))
-            ch = out
-        elif isinstance(m, nn.BatchNorm2d):
-            layers.append(nn.BatchNorm2d(ch, m.eps, m.momentum, m.affine, m.track_running_stats))
-        else:
-            layers.append(copy.deepcopy(m))
-    return nn.Sequential(*layers)
-
-
-def _native_quarter_width(features: nn.Module, in_chans: int, divisor: int) -> nn.Module | None:
-    """The slim twin built directly (a width setting, or a plain conv stack rebuilt), or None."""
-    family = getattr(features, "family", "generic")
-    if family == "small_vgg":
-        return FeatureExtractor(
-            features.body.slim_copy(divisor, in_chans), "forward_features", family
-        )
-    body = getattr(features, "body", None)
-    if isinstance(body, nn.Sequential) and getattr(features, "method", "") == "forward":
-        slim = _slim_sequential(body, in_chans, divisor)
-        if slim is not None:
-            return FeatureExtractor(slim, family=family)
-    return None
-
-
-def quarter_width(
-    features: nn.Module, *, in_chans: int, divisor: int = 4, probe_size: int = 64
-) -> nn.Module:
-    """A freshly initialised copy of `features` with every conv's channel count / `divisor`,
-    taking `in_chans` input channels.
-
-    Built directly where possible (SmallVGG's width setting; plain conv stacks such as
-    VGG's and AlexNet's `features`, rebuilt layer by layer); otherwise the copy is slimmed
-    uniformly with Torch-Pruning (ratio 1 - 1/divisor on every prunable layer, the input
-    channels excepted).
-    """
-    native = _native_quarter_width(features, in_chans, divisor)
-    if native is not None:
-        return native
-    import torch_pruning as tp
-
-    slim = copy.deepcopy(features)
-    slim.eval()
-    first = next((m for m in slim.modules() if isinstance(m, nn.Conv2d)), None)
-    device = first.weight.device if first is not None else torch.device("cpu")
-    on_meta = device.type == "meta"
-    if on_meta:  # Torch-Pruning needs real tensors; the copy is re-initialised anyway
-        slim, device = slim.to_empty(device="cpu"), torch.device("cpu")
-    example = torch.zeros(
-        1, first.in_channels if first else in_chans, probe_size, probe_size, device=device
-    )
-    try:
-        with torch.no_grad():
-            full_chans = slim(example).shape[1]
-        # The explicit device also overrides a caller's `with torch.device("meta")`.
-        with warnings.catch_warnings(), torch.device(device):
-            warnings.simplefilter("ignore")  # Torch-Pruning is chatty about unwrapped params
-            pruner = tp.pruner.MetaPruner(
-                slim,
-                example,
-                importance=tp.importance.RandomImportance(),  # fresh copy: any channels do
-                pruning_ratio=1.0 - 1.0 / divisor,
-            )
-            pruner.step()
-        with torch.no_grad():
-            slim_chans = slim(example).shape[1]
-    except Exception as e:
-        raise BackboneError(
-            f"Could not build the quarter-width I_H branch of {type(features).__name__} with "
-            f"Torch-Pruning ({type(e).__name__}: {e}). Build it yourself and pass it as "
-            f"WAENet(..., high_net=<module>), a network taking I_H and returning a feature map."
-        ) from e
-    if slim_chans * divisor > full_chans + divisor:
-        raise BackboneError(
-            f"Torch-Pruning could not slim {type(features).__name__} (its output keeps "
-            f"{slim_chans} of {full_chans} channels). Build the quarter-width "
-            f"branch yourself and pass it as WAENet(..., high_net=<module>)."
-        )
-    _reinit(slim)
-    set_in_chans(slim, in_chans)
-    slim.train()
-    return slim.to("meta") if on_meta else slim

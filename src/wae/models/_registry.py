@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from .spec import SpecError
+
 __all__ = ["create_model", "list_models", "register_model", "model_cfg", "is_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -52,7 +54,15 @@ def model_cfg(name: str) -> dict[str, Any]:
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model: `create_model("wae_vgg16", num_classes=10)`."""
     _check(name)
-    model = _MODELS[name](**kwargs)
+    try:
+        model = _MODELS[name](**kwargs)
+    except TypeError as e:  # an argument the builder does not take (or one it sets itself)
+        if "argument" not in str(e):
+            raise
+        raise SpecError(
+            f"create_model({name!r}) cannot take the arguments {sorted(kwargs)}: {e}. Pass "
+            f"only the arguments its builder takes."
+        ) from e
     # How to rebuild it (checkpoints store this instead of pickled code).
     model.wae_spec = {"builder": "registry", "name": name, "kwargs": dict(kwargs)}
     return model
@@ -62,6 +72,6 @@ def _check(name: str) -> None:
     if name not in _MODELS:
         close = fnmatch.filter(_MODELS, f"*{name.split('_')[-1]}*") if name else []
         hint = f" Similar: {', '.join(sorted(close)[:6])}." if close else ""
-        raise ValueError(
+        raise SpecError(
             f"Unknown model {name!r}.{hint} See wae.list_models() for all {len(_MODELS)} names."
         )

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ._registry import create_model, register_model
+from .spec import SpecError
 
 __all__ = ["changed_shapes", "layer_shapes", "pruned_net", "reshape_layers"]
 
@@ -37,7 +38,15 @@ def changed_shapes(base: nn.Module, pruned: nn.Module) -> dict[str, list[int]]:
     return {k: v for k, v in b.items() if a.get(k) != v}
 
 
+_SHAPE_LENGTHS = {nn.Conv2d: 3, nn.Linear: 2, nn.BatchNorm2d: 1}
+
+
 def _new_layer(old: nn.Module, shape: list[int]) -> nn.Module:
+    n = next((v for k, v in _SHAPE_LENGTHS.items() if isinstance(old, k)), None)
+    if n is None:
+        raise SpecError(f"cannot reshape a {type(old).__name__}")
+    if len(shape) != n:
+        raise SpecError(f"a {type(old).__name__} takes a shape of {n} sizes, got {shape}")
     if isinstance(old, nn.Conv2d):
         out_c, in_c, groups = shape
         return nn.Conv2d(
@@ -53,9 +62,7 @@ def _new_layer(old: nn.Module, shape: list[int]) -> nn.Module:
         )
     if isinstance(old, nn.Linear):
         return nn.Linear(shape[1], shape[0], old.bias is not None)
-    if isinstance(old, nn.BatchNorm2d):
-        return nn.BatchNorm2d(shape[0], old.eps, old.momentum, old.affine, old.track_running_stats)
-    raise ValueError(f"cannot reshape a {type(old).__name__}")
+    return nn.BatchNorm2d(shape[0], old.eps, old.momentum, old.affine, old.track_running_stats)
 
 
 def reshape_layers(model: nn.Module, shapes: Mapping[str, list[int]]) -> nn.Module:
@@ -63,7 +70,7 @@ def reshape_layers(model: nn.Module, shapes: Mapping[str, list[int]]) -> nn.Modu
     modules = dict(model.named_modules())
     for name, shape in shapes.items():
         if name not in modules:
-            raise ValueError(f"{type(model).__name__} has no layer {name!r}")
+            raise SpecError(f"{type(model).__name__} has no layer {name!r}")
         parent_name, _, attr = name.rpartition(".")
         parent = modules[parent_name] if parent_name else model
         setattr(parent, attr, _new_layer(modules[name], list(shape)))

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..autoencoder import ShapeError, check_count
+
 __all__ = ["SmallVGG", "small_vgg"]
 
 
@@ -46,9 +48,13 @@ class SmallVGG(nn.Module):
         depths: Sequence[int] = (2, 2, 2),
     ) -> None:
         super().__init__()
-        self.width = width
-        self.depths = tuple(depths)
-        self.in_chans = in_chans
+        if num_classes != 0:  # 0: no classifier (the feature extractor alone)
+            check_count(num_classes, "num_classes", "classes")
+        self.in_chans = check_count(in_chans, "in_chans", "image channels")
+        self.width = check_count(width, "width", "channels in its first stage")
+        if not isinstance(depths, (list, tuple)) or not depths:
+            raise ShapeError(f"depths must list the convs per stage, got {depths!r}.")
+        self.depths = tuple(check_count(d, "depths", "convolutions in a stage") for d in depths)
         layers: list[nn.Module] = []
         ch = in_chans
         for i, d in enumerate(self.depths):
@@ -78,7 +84,11 @@ class SmallVGG(nn.Module):
     def slim_copy(self, divisor: int = 4, in_chans: int | None = None) -> SmallVGG:
         """The same architecture with every conv's channel count divided by `divisor`."""
         if self.width % divisor:
-            raise ValueError(f"width {self.width} is not divisible by {divisor}")
+            raise ShapeError(
+                f"width {self.width} is not divisible by {divisor}, so the quarter-width I_H "
+                f"branch cannot have 1/{divisor} of its channels: use a width that is a "
+                f"multiple of {divisor} (e.g. {max(divisor, self.width // divisor * divisor)})."
+            )
         return SmallVGG(0, in_chans or self.in_chans, self.width // divisor, self.depths)
 
 

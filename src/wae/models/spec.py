@@ -73,9 +73,11 @@ _KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "drop_path_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),
     "width": (_int(1, 1024), "an integer from 1 to 1024"),
     "depths": (_ints(8, 1, 16), "a list of up to 8 depths from 1 to 16"),
-    # timm's own width settings (families that have one)
-    "channel_multiplier": (_float(0.05, 8.0), "a number from 0.05 to 8"),
-    "width_multiplier": (_float(0.05, 8.0), "a number from 0.05 to 8"),
+    # width settings of torchvision / timm families (mobilenet_v2, rexnet; efficientnet, ...)
+    "width_mult": (_float(0.05, 4.0), "a number from 0.05 to 4"),
+    "channel_multiplier": (_float(0.05, 4.0), "a number from 0.05 to 4"),
+    "width_multiplier": (_float(0.05, 4.0), "a number from 0.05 to 4"),
+    "dropout": (_float(0.0, 1.0), "a number from 0 to 1"),  # torchvision's classifiers
     "pretrained": (_one_of(False), "false (a checkpoint holds its weights; it never downloads)"),
 }
 
@@ -138,6 +140,8 @@ def validate_spec(spec: Any, where: str = "model spec") -> dict[str, Any]:
     _check_kwargs(kwargs, where)
     if builder == "registry" and spec["name"] == "pruned_net":
         _check_name(kwargs.get("base"), "base", where)
+        if kwargs["base"] == "pruned_net":
+            raise SpecError(f"{where}: pruned_net's 'base' must be another registered model.")
         _check_shapes(kwargs.get("shapes"), where)
     elif "base" in kwargs or "shapes" in kwargs:
         raise SpecError(f"{where}: 'base' / 'shapes' belong to pruned_net only.")

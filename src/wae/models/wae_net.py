@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..autoencoder import FixedNorm, WAEOutput, WaveletAutoEncoder
+from ..autoencoder import FixedNorm, ShapeError, WAEOutput, WaveletAutoEncoder, check_count
 from ..runtime import is_out_of_memory
-from ._backbone import BackboneError, build_classifier, build_features, quarter_width
+from ._backbone import BackboneError, build_classifier, build_features
 from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
 from ._registry import register_model
+from ._slim import quarter_width
+from .spec import SpecError
 
 __all__ = ["WAENet", "WAENetOutput", "classification_loss", "LinearHead", "MLPHead"]
 
@@ -132,10 +134,9 @@ class WAENet(nn.Module):
         input_size: int | Sequence[int] = 224,
     ) -> None:
         super().__init__()
-        if head not in ("linear", "vgg"):
-            raise ValueError(f"head must be 'linear' or 'vgg', got {head!r}")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        _check_args(head, head_hidden, drop_rate, high_net is not None, heads=("linear", "vgg"))
+        self.num_classes = check_count(num_classes, "num_classes", "classes")
+        self.in_chans = check_count(in_chans, "in_chans", "image channels")
         self.input_size = _pair(input_size)
         self.head_type = head
         self.wae = decomposer if decomposer is not None else WaveletAutoEncoder(in_chans)
@@ -191,6 +192,8 @@ class WAENet(nn.Module):
                 )
             )
 
+        # The "vgg" heads flatten the maps: they take this size only (checked in forward).
+        self.head_maps = tuple(f_low.shape[-2:]) if head == "vgg" else None
         if head == "vgg":
             area = f_low.shape[-2] * f_low.shape[-1]
             drop = 0.5 if drop_rate is None else drop_rate
@@ -237,6 +240,11 @@ class WAENet(nn.Module):
         loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. use_high=False drops the I_H
         branch (the I_L-alone ablation). high_net overrides the automatic quarter-width copy.
         """
+        # Checked before anything is built (a backbone can take seconds).
+        _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", "linear", "vgg"))
+        _pair(input_size)
+        if isinstance(decomposer, str) and decomposer not in _DECOMPOSERS:
+            _build_decomposer(decomposer, in_chans)  # raises the error naming the choices
         clf = build_classifier(
             backbone,
             num_classes=1000 if pretrained else num_classes,
@@ -310,7 +318,26 @@ class WAENet(nn.Module):
         self, feats: tuple[torch.Tensor, torch.Tensor | None]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(f_L, f_H) -> (s_L, s_c), each (N, K); s_c is None without an I_H branch."""
+        self.check_maps(feats[0])
         return self.run_heads(self.head_low, self.head_fused, feats)
+
+    def check_maps(self, f_low: torch.Tensor, x: torch.Tensor | None = None) -> None:
+        """Refuse feature maps (from images x) of another size than "vgg" heads were built
+        for: their first layer would fail with a bare matrix-shape error. Shapes only."""
+        if self.head_maps is None or tuple(f_low.shape[-2:]) == self.head_maps:
+            return
+        h, w = self.input_size
+        size = h if h == w else (h, w)
+        got, fix = "these are", "<your images' size>"
+        if x is not None:
+            h, w = x.shape[-2:]
+            got, fix = f"{h}x{w} images give", h if h == w else (h, w)
+        raise ShapeError(
+            f"This WAENet was built for input_size {size}: its 'vgg' heads flatten "
+            f"{self.head_maps[0]}x{self.head_maps[1]} feature maps, and {got} "
+            f"{f_low.shape[-2]}x{f_low.shape[-1]} maps. Pass input_size={fix} when building "
+            f"it (e.g. create_model(..., input_size={fix})), or resize the images to {size}."
+        )
 
     @staticmethod
     def run_heads(
@@ -326,12 +353,16 @@ class WAENet(nn.Module):
     def forward_train(self, x: torch.Tensor, decode: bool = True) -> WAENetOutput:
         """Everything the losses need: s_L, s_c and the WAE parts (with I' if decode)."""
         parts = self.decompose(x, decode=decode)
-        s_low, s_fused = self.forward_head(self.forward_branches(parts))
+        feats = self.forward_branches(parts)
+        self.check_maps(feats[0], x)
+        s_low, s_fused = self.forward_head(feats)
         return WAENetOutput(s_low, s_fused, parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, H, W) -> the prediction (s_L + s_c) / 2, (N, K)."""
-        return self.combine_heads(*self.forward_head(self.forward_features(x)))
+        feats = self.forward_features(x)
+        self.check_maps(feats[0], x)
+        return self.combine_heads(*self.forward_head(feats))
 
     HEADS = ("average", "low", "fused")
 
@@ -380,12 +411,35 @@ class WAENet(nn.Module):
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(s) for s in v)
-    if len(t) != 2:
-        raise ValueError(f"input_size must be an int or (H, W), got {v!r}")
+    """An input size as (H, W) of positive ints, else a ShapeError."""
+    t = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (list, tuple)) else ()
+    if len(t) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in t):
+        raise ShapeError(f"input_size must be a positive int or (H, W), got {v!r}.")
     return t  # type: ignore[return-value]
+
+
+def _check_args(
+    head: str,
+    head_hidden: Sequence[int],
+    drop_rate: float | None,
+    use_high: bool,
+    heads: tuple[str, ...],
+) -> None:
+    """The head arguments of WAENet / from_backbone (SpecError / ShapeError naming them)."""
+    if head not in heads:
+        raise SpecError(f"head must be one of {heads}, got {head!r}.")
+    n = 2 if use_high else 1
+    hidden = list(head_hidden) if isinstance(head_hidden, (list, tuple)) else []
+    bad = len(hidden) < n or not all(isinstance(h, int) and h > 0 for h in hidden)
+    if head != "linear" and bad:  # linear heads have no hidden layer
+        raise ShapeError(
+            f"head_hidden must list {n} positive widths (the s_L head's"
+            f"{', the fused head' if use_high else ''}), got {head_hidden!r}."
+        )
+    if drop_rate is not None and not (
+        isinstance(drop_rate, (int, float)) and 0.0 <= drop_rate <= 1.0
+    ):
+        raise SpecError(f"drop_rate must be None or from 0 to 1, got {drop_rate!r}.")
 
 
 def _check_features(f: Any, name: str) -> None:
@@ -395,6 +449,9 @@ def _check_features(f: Any, name: str) -> None:
             f"{name} must return a feature map (N, C, h, w), got {shape}. Pass a feature "
             f"extractor, or a classifier torch.fx can trace."
         )
+
+
+_DECOMPOSERS = ("wae", "encoder", "wavelet")
 
 
 def _build_decomposer(spec: str | nn.Module, in_chans: int) -> nn.Module:
@@ -408,8 +465,8 @@ def _build_decomposer(spec: str | nn.Module, in_chans: int) -> nn.Module:
         from ..wavelet import WaveletDecomposer
 
         return WaveletDecomposer(in_chans)
-    raise ValueError(
-        f"decomposer must be 'wae', 'encoder', 'wavelet' or an nn.Module, got {spec!r}"
+    raise SpecError(
+        f"decomposer must be 'wae', 'encoder', 'wavelet' or an nn.Module, got {spec!r}."
     )
 
 

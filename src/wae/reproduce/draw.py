@@ -16,7 +16,7 @@ from ..models import WAENet
 from . import figures
 from .analysis import PHOTO_TEST, decomposition_stats, load_photo, train_photo_wae
 
-__all__ = ["Figures", "draw_figures"]
+__all__ = ["Figures", "draw_figures", "draw_number_figures"]
 
 Row = list[tuple[str, torch.Tensor, bool]]  # one image's panels: (title, (C, H, W), stretch?)
 
@@ -57,6 +57,13 @@ def draw_figures(
     figs = Figures()
     _decompositions(figs, fig_dir, models, test, in_chans, dataset)
     _photo_wae(figs, fig_dir, photo_steps)
+    _accuracy(figs, fig_dir, methods)
+    return figs
+
+
+def draw_number_figures(fig_dir: Path, methods: Mapping[str, Mapping[str, Any]]) -> Figures:
+    """The figures drawn from the stored numbers alone (accuracy against latency and noise)."""
+    figs = Figures()
     _accuracy(figs, fig_dir, methods)
     return figs
 

@@ -38,6 +38,7 @@ from .starts import grad_batches, il_init_dir, pruned_dir, read_pruned
 __all__ = [
     "SeedConfigs",
     "Setup",
+    "check_unchanged",
     "make_plan",
     "prepare",
     "print_plan",
@@ -95,6 +96,18 @@ def prepare(opts: ReproduceOptions, log: Log) -> Setup:
             "replaced-<time>/ inside each run directory), or choose another --output."
         )
     return Setup(opts, out, plan, wae_cfg, base_cfg, info, target, seeds)
+
+
+def check_unchanged(setup: Setup) -> None:
+    """Refuse when the runs under ``setup.out`` changed since :func:`prepare` looked (another
+    command wrote there before this one took the directory): the plan would be stale."""
+    now, _ = _statuses(setup.out, setup.seeds)
+    if now != setup.plan.status:
+        raise ReproduceError(
+            f"The runs in {setup.out}/runs changed while this command was planning: another "
+            f"command wrote into it. Nothing was written by this one; run it again to plan "
+            f"from what is there now."
+        )
 
 
 def _statuses(

@@ -11,6 +11,8 @@ Layout of the output directory::
     OUT/results.json             every number of the report
     OUT/report.md                the paper's tables with our numbers beside them, verdicts
     OUT/figures/*.png
+    OUT/.wae.lock                the lock held by the `wae reproduce` writing OUT (each run
+                                 directory has its own, held while that run trains)
 
 Reuse: a method's run is reused when its directory holds a run of the same config fingerprint
 (the engine's ``resume=True``: a complete run is read back, a partial one continues). A

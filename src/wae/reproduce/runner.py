@@ -27,13 +27,22 @@ import torch
 from .. import __version__
 from ..checkpoint import atomic_write_json, load_model, read_meta
 from ..cost import machine_info
+from ..runlock import RunLock
 from ..train import build_datasets, rundir
 from ..train.config import config_to_dict
 from .analysis import decomposition_table
 from .draw import draw_figures
 from .measure import add_cost, aggregate, load_models, method_table, time_models
 from .options import Log, ReproduceOptions
-from .plan import Setup, make_plan, prepare, print_plan, resolve_jobs, wae_macs
+from .plan import (
+    Setup,
+    check_unchanged,
+    make_plan,
+    prepare,
+    print_plan,
+    resolve_jobs,
+    wae_macs,
+)
 from .report import claims, write_report
 from .rundirs import run_dir, run_status
 from .starts import il_init_dir, make_il_init, make_pruned, pruned_dir, read_pruned
@@ -83,12 +92,24 @@ def _timed(timing: dict[str, float], key: str) -> Iterator[None]:
 
 
 def _run(opts: ReproduceOptions) -> dict[str, Any]:
+    """Plan, then (owning the output directory: :mod:`wae.runlock`) train, measure, report.
+    An unwritable output directory, or one another command is writing, is refused first."""
     t_start = time.perf_counter()
     log = Log(opts.verbose)
+    lock = None if opts.plan_only else RunLock(opts.output, "wae reproduce")
+    if lock is not None:
+        lock.check()
     setup = prepare(opts, log)
-    if opts.plan_only:
+    if lock is None:
         return {"plan": asdict(setup.plan)}
-    setup.out.mkdir(parents=True, exist_ok=True)
+    with lock:
+        check_unchanged(setup)
+        return _work(setup, log, t_start)
+
+
+def _work(setup: Setup, log: Log, t_start: float) -> dict[str, Any]:
+    """Everything after the plan: train, then (unless ``train_only``) measure and report."""
+    opts = setup.opts
     seeds, timing = train_seeds(setup, log)
     for r in seeds.values():
         timing.update(r.timing)

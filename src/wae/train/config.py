@@ -60,12 +60,17 @@ This module reads and validates; the schema is in :mod:`.schema`, overrides in
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..cost import MeasureError, check_device
+from ..data import DataError, check_input_size
+from ..models import is_model, list_models
+from ..models.spec import MAX_SIZE, SpecError, validate_spec
 from .fingerprint import config_diff, fingerprint, stage_fingerprint
 from .overrides import apply_overrides, parse_override
 from .schema import (
@@ -116,37 +121,25 @@ def _check(cond: bool, msg: str) -> None:
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check ranges and combinations and decide the ``auto`` values, in place; returns cfg.
 
-    What needs the model or the data (does a freeze prefix name a module? does the model have
-    a decoder for the transform loss?) is checked when they are built.
+    Every value is checked here, before any data is read or model built: an unknown model,
+    builder arguments a checkpoint could not hold, a device that cannot exist, a size, count
+    or rate out of range. What needs the model or the data (does a freeze prefix name a
+    module? does the model have a decoder for the transform loss?) is checked when they are
+    built, still before the first epoch.
     """
     _check(len(cfg.stages) > 0, "The config has no [[stages]]: add at least one stage.")
-    _check(bool(cfg.model.name), "model.name is empty: name a model (see wae.list_models()).")
-    for key in ("num_classes", "in_chans", "input_size"):
-        _check(
-            key not in cfg.model.kwargs,
-            f"model.kwargs.{key} is not allowed: {key} comes from the data "
-            f"({'the dataset' if key == 'num_classes' else 'data.' + key}).",
-        )
-    d = cfg.data
+    _check(0 <= cfg.seed < 2**32, f"seed must be an integer from 0 to 2**32 - 1, got {cfg.seed}.")
+    _validate_model(cfg.model)
+    _validate_data(cfg.data)
+    e = cfg.eval
+    _check(e.split in _EVAL_SPLITS, f"eval.split must be one of {_EVAL_SPLITS}, got {e.split!r}.")
+    _check(e.subset is None or e.subset > 0, f"eval.subset must be positive, got {e.subset}.")
+    _check(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}.")
     _check(
-        0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}."
+        all(v >= 0 for v in e.noise_vars),
+        f"eval.noise_vars must be variances >= 0, got {e.noise_vars}.",
     )
-    for k in ("subset", "val_subset", "input_size"):
-        v = getattr(d, k)
-        _check(v is None or v > 0, f"data.{k} must be positive, got {v}.")
-    _check(d.in_chans in (None, 1, 3), f"data.in_chans must be 1 or 3, got {d.in_chans}.")
-    _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}.")
-    _check(
-        all(v >= 0 for v in cfg.eval.noise_vars),
-        f"eval.noise_vars must be variances >= 0, got {cfg.eval.noise_vars}.",
-    )
-    r = cfg.runtime
-    _check(r.num_workers >= 0, f"runtime.num_workers must be >= 0, got {r.num_workers}.")
-    _check(r.keep_checkpoints >= 1, "runtime.keep_checkpoints must be >= 1.")
-    _check(
-        r.max_epochs_this_run is None or r.max_epochs_this_run >= 1,
-        "runtime.max_epochs_this_run must be >= 1 (or unset).",
-    )
+    _validate_runtime(cfg.runtime)
     names = [s.name for s in cfg.stages if s.name]
     _check(
         len(names) == len(set(names)),
@@ -155,6 +148,67 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for i, s in enumerate(cfg.stages, 1):
         _validate_stage(s, f"stages.{i}")
     return cfg
+
+
+_SPLITS = ("train", "val", "test")
+_EVAL_SPLITS = ("", *_SPLITS)  # "" skips the final evaluation
+
+
+def _validate_model(m: ModelConfig) -> None:
+    """A registered name, and builder arguments its checkpoints can hold (the checkpoint
+    spec's schema: a run whose model.json would be refused on loading never starts)."""
+    _check(bool(m.name), "model.name is empty: name a model (`wae models` lists them).")
+    if not is_model(m.name):
+        close = difflib.get_close_matches(m.name, list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"model.name {m.name!r} is not a registered model.{hint} `wae models` (or "
+            f"wae.list_models()) lists them."
+        )
+    for key in ("num_classes", "in_chans", "input_size"):
+        _check(
+            key not in m.kwargs,
+            f"model.kwargs.{key} is not allowed: {key} comes from the data "
+            f"({'the dataset' if key == 'num_classes' else 'data.' + key}).",
+        )
+    try:
+        validate_spec({"builder": "registry", "name": m.name, "kwargs": m.kwargs}, "model")
+    except SpecError as e:
+        raise ConfigError(f"{e} Fix model.kwargs.") from None
+
+
+def _validate_data(d: DataConfig) -> None:
+    _check(bool(d.dataset.strip()), "data.dataset is empty: name a dataset or a folder.")
+    _check(
+        0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}."
+    )
+    for k in ("subset", "val_subset"):
+        v = getattr(d, k)
+        _check(v is None or v > 0, f"data.{k} must be positive, got {v}.")
+    if d.input_size is not None:  # a checkpoint holds sizes up to the spec's MAX_SIZE
+        try:
+            check_input_size(d.input_size, "data.input_size", hi=MAX_SIZE)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+    _check(d.in_chans in (None, 1, 3), f"data.in_chans must be 1 or 3, got {d.in_chans}.")
+    _check(d.val_split in _SPLITS, f"data.val_split must be one of {_SPLITS}, got {d.val_split!r}.")
+
+
+def _validate_runtime(r: RuntimeConfig) -> None:
+    try:  # the spelling only: a GPU run's config must still load on a laptop
+        check_device(r.device, "runtime.device (--device)", available=False)
+    except MeasureError as e:
+        raise ConfigError(str(e)) from None
+    _check(
+        r.threads is None or r.threads >= 1,
+        f"runtime.threads must be >= 1 (or unset for torch's default), got {r.threads}.",
+    )
+    _check(r.num_workers >= 0, f"runtime.num_workers must be >= 0, got {r.num_workers}.")
+    _check(r.keep_checkpoints >= 1, "runtime.keep_checkpoints must be >= 1.")
+    _check(
+        r.max_epochs_this_run is None or r.max_epochs_this_run >= 1,
+        "runtime.max_epochs_this_run must be >= 1 (or unset).",
+    )
 
 
 def _validate_stage(s: StageConfig, p: str) -> None:
@@ -202,6 +256,7 @@ def _validate_stage(s: StageConfig, p: str) -> None:
     _check(sc.step_size >= 1, f"{p}.schedule.step_size must be >= 1.")
     _check(all(m >= 1 for m in sc.milestones), f"{p}.schedule.milestones must be epochs >= 1.")
     _check(sc.patience >= 0, f"{p}.schedule.patience must be >= 0.")
+    _check(sc.threshold >= 0, f"{p}.schedule.threshold must be >= 0, got {sc.threshold}.")
     _check(sc.min_lr >= 0, f"{p}.schedule.min_lr must be >= 0.")
     _check(
         0 <= sc.warmup_epochs < s.epochs or sc.warmup_epochs == 0,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..cost import check_device
+
 __all__ = ["DistEnv", "resolve_device", "setup", "teardown"]
 
 
@@ -71,15 +73,11 @@ class DistEnv:
         return bool(self.all_reduce_sum(torch.tensor([float(flag)], dtype=torch.float64)) > 0)
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> cuda:LOCAL_RANK when CUDA is available, else mps, else cpu."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(spec)
+def resolve_device(spec: str, local_rank: int = 0, what: str = "--device") -> torch.device:
+    """ "auto" -> cuda:LOCAL_RANK when CUDA is available, else mps, else cpu; "cuda" ->
+    cuda:LOCAL_RANK. A misspelt device, or one this machine lacks, raises a WAEError naming
+    `what` (see ``wae.cost.check_device``)."""
+    dev = check_device(spec, what)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     return dev
@@ -93,7 +91,7 @@ def setup(device: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    dev = resolve_device(device, local)
+    dev = resolve_device(device, local, "runtime.device (--device)")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     env = DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)

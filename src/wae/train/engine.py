@@ -11,7 +11,8 @@ A stage is a :class:`~wae.train.config.StageConfig`; nothing says ``if stage == 
 * :mod:`.setup` -- runtime switches, data and model, checked against every stage;
 * :mod:`.stages` -- the orchestrator: plan, starting point, each stage, the end;
 * :mod:`.loop` -- one epoch: steps, validation, exactly reseeded per (seed, stage, epoch);
-* :mod:`.checkpointing` -- what is written and read back; :mod:`.rundir` -- the directory.
+* :mod:`.checkpointing` -- what is written and read back; :mod:`.rundir` -- the directory
+  (and :mod:`wae.runlock`, its lock: one run writes a directory at a time).
 
 Exact resume: the data order and augmentation of epoch e of stage k come from a loader seeded
 with (seed, k, e), and torch/numpy/python are reseeded from (seed, k, e, rank) at the start of
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from ..runlock import RunLock
 from .config import ConfigError, TrainConfig, load_config
 from .distributed import setup, teardown
 from .hooks import TrainHooks, TrainingError
@@ -73,13 +74,18 @@ def run_training(
     ``final_checkpoint`` (OUT/final), ``test`` (an :func:`~wae.train.evaluate` dict on
     eval.split, with ``noise`` for eval.noise_vars), ``config`` (resolved) and ``fingerprint``.
 
-    Launched by torchrun, every process calls this; rank 0 writes the files.
+    Launched by torchrun, every process calls this; rank 0 writes the files. The run owns
+    `output_dir` while it writes (an OS-level lock, :mod:`wae.runlock`): another run into it
+    is refused with :class:`~wae.runlock.RunLockedError` naming the holder; an `output_dir`
+    that cannot be written raises :class:`~wae.outputs.OutputError` before any work.
     """
     cfg = load_config(config, overrides)
     stage_list = _stage_range(stages)
+    lock = RunLock(output_dir, "wae train")  # checks the path; locked at the first write
     env = setup(cfg.runtime.device)
     try:
-        ctx = new_context(cfg, Path(output_dir).expanduser().absolute(), env, hooks)
-        return Trainer(ctx).run(stage_list, resume, overwrite)
+        ctx = new_context(cfg, lock.dir, env, hooks)
+        return Trainer(ctx, lock).run(stage_list, resume, overwrite)
     finally:
+        lock.release()
         teardown(env)

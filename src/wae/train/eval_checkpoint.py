@@ -18,7 +18,7 @@ from ..checkpoint import CheckpointError, load_model, read_meta
 from ..data import DataError, LabeledDataset, build_dataset
 from ..models import WAENet
 from .distributed import resolve_device
-from .evaluate import evaluate
+from .evaluate import check_eval_options, evaluate
 
 __all__ = ["HeadScores", "checkpoint_dataset", "evaluate_checkpoint"]
 
@@ -90,12 +90,8 @@ def evaluate_checkpoint(
     ``head``: for a WAE, "average" (the model's prediction), "low" (s_L) or "fused" (s_c).
     The result also names the checkpoint, dataset, split, model, head and the run's config.
     """
-    if batch_size < 1:
-        raise DataError(f"--batch-size must be >= 1, got {batch_size}.")
-    if any(not v >= 0 for v in noise_vars):  # also refuses nan
-        raise DataError(f"--noise-var takes variances >= 0, got {list(noise_vars)}.")
-    if head not in WAENet.HEADS:
-        raise CheckpointError(f"head must be one of {WAENet.HEADS}, got {head!r}.")
+    _check_options(batch_size, noise_vars, head, subset, split, num_workers, seed)
+    dev = resolve_device(device)
     doc = read_meta(path)  # fails early, and never unpickles
     ds, dataset = checkpoint_dataset(
         path, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed
@@ -103,7 +99,6 @@ def evaluate_checkpoint(
     model, _ = load_model(path, num_classes=ds.num_classes)
     _check_classes(doc["meta"].get("classes"), ds, dataset)
     scorer = _scorer(model, head, path)
-    dev = resolve_device(device)
     result = evaluate(
         scorer.to(dev),
         ds,
@@ -122,6 +117,34 @@ def evaluate_checkpoint(
         config=doc["config"],
     )
     return result
+
+
+def _check_options(
+    batch_size: int,
+    noise_vars: Sequence[float],
+    head: str,
+    subset: int | None,
+    split: str,
+    num_workers: int,
+    seed: int,
+) -> None:
+    """Refuse, before anything is loaded, options that would fail late or mislead (an
+    accuracy row for noise of variance nan or inf, an empty batch)."""
+    check_eval_options(batch_size, noise_vars)
+    if head not in WAENet.HEADS:
+        raise CheckpointError(f"head must be one of {WAENet.HEADS}, got {head!r}.")
+    if subset is not None and not (_is_int(subset) and subset >= 1):
+        raise DataError(f"--subset must be a positive number of images, got {subset!r}.")
+    if split not in ("train", "val", "test"):
+        raise DataError(f"--split must be train, val or test, got {split!r}.")
+    if not (_is_int(num_workers) and num_workers >= 0):
+        raise DataError(f"--num-workers must be an integer >= 0, got {num_workers!r}.")
+    if not (_is_int(seed) and 0 <= seed < 2**32):
+        raise DataError(f"--seed must be an integer from 0 to 2**32 - 1, got {seed!r}.")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_classes(saved: list[str] | None, ds: LabeledDataset, dataset: str) -> None:

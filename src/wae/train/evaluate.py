@@ -19,10 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data import DataError
 from ..runtime import autocast
 from .distributed import DistEnv
 
-__all__ = ["evaluate", "format_eval", "noise_for", "shard_loader", "topk_hits"]
+__all__ = [
+    "check_eval_options",
+    "evaluate",
+    "format_eval",
+    "noise_for",
+    "shard_loader",
+    "topk_hits",
+]
 
 
 class _Indexed(Dataset):
@@ -47,6 +55,19 @@ def noise_for(indices: torch.Tensor, shape: Sequence[int], seed: int = 0) -> tor
         g.manual_seed(seed * 1_000_003 + int(i))  # distinct streams per (seed, image)
         out[k] = torch.randn(*shape, generator=g)
     return out
+
+
+def check_eval_options(batch_size: int, noise_vars: Sequence[float]) -> list[float]:
+    """The noise variances as floats, after refusing what would mislead or fail mid-run: a
+    batch size below 1, a variance that is negative, nan or inf (an accuracy row for "nan"
+    noise is a silent wrong result). Raises DataError naming the option."""
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        raise DataError(f"--batch-size must be an integer >= 1, got {batch_size!r}.")
+    if any(not (isinstance(v, (int, float)) and 0 <= v < math.inf) for v in noise_vars):
+        raise DataError(
+            f"--noise-var takes finite variances >= 0 (e.g. 0.01 0.05), got {list(noise_vars)}."
+        )
+    return [float(v) for v in noise_vars]
 
 
 def topk_hits(
@@ -160,6 +181,7 @@ def evaluate(
     The model's train/eval mode is restored afterwards. ``memory_format``: that of the batches
     (channels_last for a model trained so). ``amp`` applies on CUDA only.
     """
+    noise_vars = check_eval_options(batch_size, noise_vars)
     env = env or DistEnv()
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
@@ -173,7 +195,6 @@ def evaluate(
         pin_memory=device.type == "cuda",
     )
     amp = amp if device.type == "cuda" else None
-    noise_vars = [float(v) for v in noise_vars]
     tally = _Tally(len(noise_vars), len(classes) if classes else None)
     it = loader
     if progress and env.is_main:

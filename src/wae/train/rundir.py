@@ -10,6 +10,8 @@ Layout (everything a run writes; nothing else in the directory is ever touched):
     OUT/final/                      the model at the end of the last stage (for `wae eval`)
     OUT/results.json                per-stage validation + final evaluation + config
     OUT/tb/                         TensorBoard logs (optional)
+    OUT/.wae.lock, OUT/.wae.lock.json   the lock of the run writing OUT, and who holds it
+                                    (:mod:`wae.runlock`: one writer per directory)
 
 Rules (checked identically on every rank, before anything is written):
 
@@ -30,7 +32,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,15 @@ class RunDirState:
     def empty(self) -> bool:
         return not self.ours
 
+    def same_as(self, other: RunDirState) -> bool:
+        """Whether `other` read the same files (compared as JSON text: a NaN metric read
+        twice is two different floats, but the same text)."""
+        return _as_text(self) == _as_text(other)
+
+
+def _as_text(st: RunDirState) -> str:
+    return json.dumps(asdict(st), sort_keys=True, default=str)
+
 
 @dataclass
 class RunPlan:
@@ -88,6 +99,9 @@ class RunPlan:
     init_from: Path | None = None  # stage dir whose weights start start_stage (None: fresh)
     move: list[str] = field(default_factory=list)  # our names to move into replaced-<ts>/
     notes: list[str] = field(default_factory=list)
+    # What OUT held when the plan was made: the run checks it is unchanged once it holds the
+    # directory's lock (wae.runlock), so a plan made while another run wrote is never used.
+    seen: RunDirState = field(default_factory=RunDirState)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -205,7 +219,7 @@ def plan_run(
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite contradict each other: pass one of them.")
     req = _Request(out, cfg_dict, inspect(out), first, last, has_init)
-    plan = RunPlan(first=first, last=last, start_stage=first)
+    plan = RunPlan(first=first, last=last, start_stage=first, seen=req.st)
     if req.st.empty:
         if resume:
             plan.notes.append(f"Nothing to resume in {out}; starting a new run.")

@@ -17,7 +17,7 @@ from ..autoencoder import WaveletAutoEncoder
 from ..data import LabeledDataset
 from ..errors import WAEError
 from ..models import WAENet, create_model
-from ..runtime import autocast
+from ..runtime import autocast, is_out_of_memory
 from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
 from .datasets import build_datasets, resolve_image
 from .distributed import DistEnv
@@ -156,12 +156,22 @@ def build_model(ctx: RunContext) -> None:
             input_size=meta["input_size"],
             **c.model.kwargs,
         )
-    except ValueError as e:
-        if isinstance(e, WAEError):
+    except WAEError:
+        raise
+    except (TypeError, ValueError) as e:  # the builder's own refusal of an argument
+        raise ConfigError(
+            f"model.kwargs {c.model.kwargs} do not fit {c.model.name!r} (with in_chans="
+            f"{meta['in_chans']}, input_size={meta['input_size']}): {e}. Fix model.kwargs "
+            f"(`wae models` lists each model's input)."
+        ) from e
+    except RuntimeError as e:  # e.g. a shape probe that fails for these arguments
+        if is_out_of_memory(e):
             raise
-        raise ConfigError(f"model.name / model.kwargs: {e}") from e
-    except TypeError as e:
-        raise ConfigError(f"model.kwargs {c.model.kwargs} do not fit {c.model.name!r}: {e}.") from e
+        raise ConfigError(
+            f"{c.model.name!r} cannot be built with model.kwargs {c.model.kwargs}, in_chans="
+            f"{meta['in_chans']}, input_size={meta['input_size']}: {e}. Fix model.kwargs or "
+            f"data.input_size."
+        ) from e
     ctx.model = model.to(ctx.env.device)
     if c.runtime.channels_last:
         ctx.model.to(memory_format=torch.channels_last)

@@ -18,6 +18,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import build_loader
+from ..errors import WAEError
+from ..runlock import RunLock
 from . import checkpointing as ckpt
 from . import rundir
 from .config import ConfigError, StageConfig
@@ -32,11 +34,27 @@ from .state import load_train_state, optimizer_from_flat, restore_rng
 __all__ = ["Trainer"]
 
 
+def _check_unchanged(out: Path, plan: rundir.RunPlan, lock: RunLock) -> None:
+    """Refuse (releasing `lock`) when OUT changed between planning and taking its lock: another
+    run wrote into it meanwhile, so the plan is stale."""
+    now = rundir.inspect(out)
+    if now.same_as(plan.seen):
+        return
+    lock.release()
+    what = ", ".join(now.ours) or "nothing of a run"
+    raise rundir.RunDirError(
+        f"{out} changed while this run was being set up: another run wrote into it (it now "
+        f"holds {what}). Nothing was written by this one. Run the command again to see what is "
+        f"there (then --resume, --overwrite or another output directory)."
+    )
+
+
 class Trainer:
     """Runs stages ``first..last`` of a run (see :func:`wae.train.run_training`)."""
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, lock: RunLock | None = None) -> None:
         self.ctx = ctx
+        self.lock = lock if lock is not None else RunLock(ctx.out, "wae train")
         self.history: list[dict[str, Any]] = []  # metrics rows of the whole run so far
         self.stage_results: dict[str, Any] = {}  # "k" -> {name, epochs_run, val_*}
         self.epochs_this_run = 0
@@ -45,8 +63,16 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------------
 
     def run(self, stages: Sequence[int] | None, resume: bool, overwrite: bool) -> dict[str, Any]:
-        """Plan (before anything is written), build, then run each stage and finish."""
+        """Plan (before anything is written), build, then run each stage and finish; OUT's
+        lock (taken at the first write) is released however this ends."""
+        try:
+            return self._run(stages, resume, overwrite)
+        finally:
+            self.lock.release()
+
+    def _run(self, stages: Sequence[int] | None, resume: bool, overwrite: bool) -> dict[str, Any]:
         ctx = self.ctx
+        self._own_dir(None)  # another run writing OUT: refused before any work
         first, last = (min(stages), max(stages)) if stages else (1, ctx.n_stages)
         if first < 1 or last > ctx.n_stages:
             raise ConfigError(
@@ -86,6 +112,7 @@ class Trainer:
             ctx.log(note)
         if last == ctx.n_stages and rundir.read_results(ctx.out) is None:
             # Killed after the last stage ended but before final/ and results.json.
+            self._own_dir(plan)
             ckpt.load_weights(ctx, rundir.stage_dir(ctx.out, last), "last stage's checkpoint")
             self.history, self.stage_results = ckpt.restore_history(ctx, last + 1, None)
             return self._finish(last)
@@ -108,12 +135,12 @@ class Trainer:
         return resume_state
 
     def _open_output(self, plan: rundir.RunPlan) -> None:
-        """Rank 0: move replaced files aside, write config.json, open TensorBoard."""
+        """Take OUT; rank 0: move replaced files aside, write config.json, open TensorBoard."""
         ctx = self.ctx
+        self._own_dir(plan)
         if ctx.env.is_main:
             for note in plan.notes:
                 ctx.log(note)
-            ctx.out.mkdir(parents=True, exist_ok=True)
             moved = rundir.move_aside(ctx.out, plan.move)
             if moved is not None:
                 ctx.log(f"Moved the replaced files of the previous run to {moved}.")
@@ -126,6 +153,23 @@ class Trainer:
                 except ImportError:
                     ctx.log("Note: runtime.tensorboard needs the tensorboard package; skipped.")
         ctx.env.barrier()
+
+    def _own_dir(self, plan: rundir.RunPlan | None) -> None:
+        """Rank 0 checks that no other run holds OUT (`plan` None), or takes OUT's lock and
+        checks that OUT still holds what `plan` was made from; every rank raises if refused."""
+        ctx = self.ctx
+        err: WAEError | None = None
+        if ctx.env.is_main:
+            try:
+                if plan is None:
+                    self.lock.check()
+                else:
+                    self.lock.acquire()
+                    _check_unchanged(ctx.out, plan, self.lock)
+            except WAEError as e:
+                err = e
+        if ctx.env.any(err is not None):
+            raise err or rundir.RunDirError(f"Rank 0 could not take {ctx.out}; see its message.")
 
     # -- one stage ----------------------------------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""A WAE student initialised from a trained full-resolution classifier (the paper's start).
+
+The I_L network is a copy of the trained feature extractor; the s_L head is the trained
+classifier where the shapes allow (global pooling + one linear layer, as in ResNets, timm
+models and our SmallVGG); the I_H branch and the fusion head start fresh. The user's model
+is never changed: everything is built from a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._backbone import BackboneError, build_features
+from ._registry import model_cfg
+from .plain import PlainNet
+from .wae_net import LinearHead, WAENet
+
+__all__ = ["from_trained", "trained_classifier"]
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise BackboneError(
+            f"{type(model).__name__} has no Conv2d: WAE accelerates convolutional networks."
+        )
+    return conv
+
+
+def _num_classes(model: nn.Module, in_chans: int, input_size: Sequence[int]) -> int:
+    """K from one forward pass of a zero image (eval mode restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(
+                torch.zeros(1, in_chans, *input_size, device=_first_conv(model).weight.device)
+            )
+    finally:
+        model.train(was_training)
+    if not (isinstance(out, torch.Tensor) and out.dim() == 2):
+        raise BackboneError(
+            f"{type(model).__name__} does not return logits (N, K) for a (1, {in_chans}, "
+            f"{input_size[0]}, {input_size[1]}) image: pass a trained classifier."
+        )
+    return int(out.shape[1])
+
+
+def trained_classifier(model: nn.Module) -> nn.Linear | None:
+    """The linear layer a global-pool + linear classifier ends in, or None (e.g. VGG's MLP)."""
+    if hasattr(model, "get_classifier"):  # timm, and our SmallVGG
+        clf = model.get_classifier()
+    else:
+        clf = getattr(model, "fc", None)  # torchvision ResNets, RegNets, ...
+    return clf if isinstance(clf, nn.Linear) else None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    if isinstance(model, PlainNet):
+        if model.half:
+            raise BackboneError(
+                "This PlainNet runs on the half-size image (I_R); pass the full-resolution "
+                "network to accelerate."
+            )
+        return model.net
+    return model
+
+
+def _backbone_name(model: nn.Module) -> tuple[str | None, dict[str, Any]]:
+    """(backbone name, its builder arguments) when `model` was built by name (so that the
+    student can be rebuilt from a checkpoint's data), else (None, {})."""
+    spec = getattr(model, "wae_spec", None) or {}
+    kwargs = dict(spec.get("kwargs", {}))
+    if spec.get("builder") == "registry":
+        cfg = model_cfg(spec["name"])
+        if cfg.get("kind") != "plain" or "backbone" not in cfg:
+            return None, {}
+        name, kwargs = cfg["backbone"], {**cfg.get("model_args", {}), **kwargs}
+    elif spec.get("builder") == "plain":
+        name = spec["backbone"]
+    else:
+        return None, {}
+    for key in ("num_classes", "in_chans", "input_size", "half", "pretrained"):
+        kwargs.pop(key, None)
+    return name, kwargs
+
+
+def from_trained(
+    model: nn.Module,
+    input_size: int | Sequence[int] = 224,
+    *,
+    in_chans: int | None = None,
+    head: str = "auto",
+    **kwargs: Any,
+) -> WAENet:
+    """A WAENet whose I_L network and s_L head start from the trained `model` (untouched).
+
+    ``num_classes`` and ``in_chans`` are read from `model`; other keyword arguments go to
+    :meth:`WAENet.from_backbone`. A model built by name (``wae.create_model``, a checkpoint
+    of ours) gives a student that checkpoints rebuild from data. ``student.init_report``
+    says what was copied.
+    """
+    net = _unwrap(model)
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    in_chans = in_chans or _first_conv(net).in_channels
+    num_classes = _num_classes(net, in_chans, size)
+    name, backbone_kwargs = _backbone_name(model)
+    student = WAENet.from_backbone(
+        name or copy.deepcopy(net),
+        num_classes,
+        in_chans=in_chans,
+        input_size=size,
+        head=head,
+        **backbone_kwargs,
+        **kwargs,
+    )
+    if name is not None:  # built fresh by name: copy the trained features in
+        features = build_features(copy.deepcopy(net), in_chans)
+        student.low_net.load_state_dict(features.state_dict())
+    student.init_report = {
+        "low_net": "copied from the trained feature extractor",
+        "head_low": _copy_classifier(net, student),
+        "high_net": "fresh (quarter width)",
+        "head_fused": "fresh",
+    }
+    return student
+
+
+def _copy_classifier(net: nn.Module, student: WAENet) -> str:
+    """Copy the trained linear classifier into s_L's head when the shapes match."""
+    clf = trained_classifier(net)
+    fc = student.head_low.fc if isinstance(student.head_low, LinearHead) else None
+    if clf is None or fc is None or fc.weight.shape != clf.weight.shape:
+        return "fresh (the trained classifier is not global pooling + one linear layer)"
+    with torch.no_grad():
+        fc.weight.copy_(clf.weight)
+        if clf.bias is not None:
+            fc.bias.copy_(clf.bias)
+    return "copied from the trained classifier"
