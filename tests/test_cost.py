@@ -417,7 +417,7 @@ def test_out_of_memory_advises_a_smaller_input(
 
     monkeypatch.setattr(baselines, "_build", probe_oom)
     with pytest.raises(WAEError, match="smaller input size") as info:
-        compare_baselines("small_vgg", 20000, latency=False)
+        compare_baselines("small_vgg", 4000, latency=False)
     assert "larger" not in str(info.value)
     monkeypatch.setattr(baselines, "_build", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # anything else passes through untouched

@@ -11,10 +11,13 @@ from .autoencoder import (
     transform_loss,
 )
 from .cost import compare, count_ops, measure_interleaved, measure_latency, profile
+from .distill import distillation_loss
 from .export import export_onnx
 from .models import (
     BackboneError,
     PlainNet,
+    ShapeError,
+    SpecError,
     WAENet,
     WAENetOutput,
     classification_loss,
@@ -32,6 +35,8 @@ __all__ = [
     "FixedNorm",
     "OptimizeError",
     "PlainNet",
+    "ShapeError",
+    "SpecError",
     "WAENet",
     "WAENetOutput",
     "WAEOutput",
@@ -40,6 +45,7 @@ __all__ = [
     "compare",
     "count_ops",
     "create_model",
+    "distillation_loss",
     "energy_loss",
     "export_onnx",
     "list_models",

@@ -20,6 +20,7 @@ to H x W. Nothing is padded or resized by hand.
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -42,14 +43,19 @@ class ShapeError(WAEError, ValueError):
     """A size, channel count or class count a model cannot be built with or run on."""
 
 
+def is_count(value: object) -> bool:
+    """A positive integer (a Python or NumPy int; not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
 def check_count(value: object, name: str, what: str) -> int:
     """`value` as a positive int, else a ShapeError naming `name` (a constructor argument)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_count(value):
         raise ShapeError(
             f"{name} must be a positive integer ({what}), got {value!r}: a model with "
             f"{name}={value!r} would have no {what}."
         )
-    return value
+    return int(value)  # type: ignore[call-overload]
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, int] | None, what: str) -> torch.Tensor:

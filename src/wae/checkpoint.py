@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "load_checkpoint",
+    "check_num_classes",
     "load_model",
     "model_spec",
     "read_meta",
@@ -111,7 +112,8 @@ def atomic_save_tensors(
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """How `model` was built, as recorded by `create_model` / `from_backbone`."""
+    """How `model` was built, as recorded by `create_model` / `from_backbone`, checked to be
+    one a checkpoint can hold and load back (:func:`validate_spec`)."""
     spec = getattr(model, "wae_spec", None)
     if spec is None:
         raise CheckpointError(
@@ -119,7 +121,13 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
             f"it. Build models with wae.create_model(name, ...) or WAENet.from_backbone(<name>)"
             f" (a backbone given by name, not as a module)."
         )
-    return spec
+    try:
+        return validate_spec(spec, f"The build spec of this {type(model).__name__}")
+    except SpecError as e:
+        raise CheckpointError(
+            f"{e} A checkpoint of it could not be loaded back, so none is written: build the "
+            f"model with arguments a checkpoint can hold."
+        ) from None
 
 
 def save_checkpoint(
@@ -131,10 +139,11 @@ def save_checkpoint(
 ) -> Path:
     """Save `model` (weights + spec + metadata + resolved config) into `directory`."""
     directory = Path(directory)
+    spec = model_spec(model)  # first: a spec no checkpoint can hold leaves nothing behind
     directory.mkdir(parents=True, exist_ok=True)
     doc = {
         "format_version": FORMAT_VERSION,
-        "spec": model_spec(model),
+        "spec": spec,
         "meta": dict(meta or {}),
         "config": dict(config or {}),
     }
@@ -159,13 +168,11 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
         doc = json.loads((directory / META).read_text())
     except Exception as e:
         raise CheckpointError(f"Could not read the checkpoint in {directory}: {e}") from e
-    if (
-        not isinstance(doc, dict)
-        or doc.get("format_version") != FORMAT_VERSION
-        or not isinstance(doc.get("spec"), dict)
-    ):
+    version = doc.get("format_version") if isinstance(doc, dict) else None
+    if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{directory / META} is not a wae checkpoint of format {FORMAT_VERSION}."
+            f"{directory / META} is not a wae checkpoint of format {FORMAT_VERSION} (its "
+            f"format_version is {version!r}). Use a checkpoint written by this version of wae."
         )
     for key in ("meta", "config"):
         if not isinstance(doc.setdefault(key, {}), dict):
@@ -254,6 +261,18 @@ def _check_fits(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], wher
         )
 
 
+def check_num_classes(
+    doc: Mapping[str, Any], num_classes: int | None, directory: str | os.PathLike
+) -> None:
+    """Refuse a checkpoint (its model.json document) whose class count is not `num_classes`."""
+    saved = doc["spec"].get("kwargs", {}).get("num_classes")
+    if num_classes is not None and saved is not None and num_classes != saved:
+        raise CheckpointError(
+            f"The checkpoint in {directory} has {saved} classes, but {num_classes} were "
+            f"asked for. Use a checkpoint trained on this dataset, or train a new one."
+        )
+
+
 def load_model(
     directory: str | os.PathLike, *, num_classes: int | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -262,12 +281,7 @@ def load_model(
     `num_classes`, if given, must match the checkpoint's (a clear error otherwise).
     """
     doc, state = load_checkpoint(directory)
-    saved_classes = doc["spec"].get("kwargs", {}).get("num_classes")
-    if num_classes is not None and saved_classes is not None and num_classes != saved_classes:
-        raise CheckpointError(
-            f"The checkpoint in {directory} has {saved_classes} classes, but {num_classes} were "
-            f"asked for. Use a checkpoint trained on this dataset, or train a new one."
-        )
+    check_num_classes(doc, num_classes, directory)
     _check_fits(doc["spec"], state, Path(directory))
     model = build_from_spec(doc["spec"])
     try:

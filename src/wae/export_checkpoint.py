@@ -63,14 +63,7 @@ def export_checkpoint(
         check_input_size(input_size, "input_size (--input-size)")
     if num_classes is not None and not (type(num_classes) is int and num_classes >= 1):
         raise ExportError(f"num_classes (--num-classes) must be >= 1, got {num_classes!r}.")
-    if checkpoint is not None:
-        out = Path(output) if output is not None else Path(checkpoint) / "model.onnx"
-        check_output_file(out, "The ONNX file (--output)")
-        model, meta, origin = _from_checkpoint(Path(checkpoint), num_classes)
-    else:
-        out = Path(output) if output is not None else Path(f"{model_name}.onnx")
-        check_output_file(out, "The ONNX file (--output)")
-        model, meta, origin = _from_registry(str(model_name), num_classes, input_size)
+    out, (model, meta, origin) = _load(checkpoint, model_name, output, num_classes, input_size)
     h, w = _size(input_size, model, meta)
     chans = int(in_chans if in_chans is not None else _default_chans(model, meta))
     metadata = {k: v for k, v in meta.items() if k not in ("input_size", "in_chans")}
@@ -98,6 +91,23 @@ def export_checkpoint(
         "seconds": round(time.perf_counter() - t0, 2),
         **origin,
     }
+
+
+def _load(
+    checkpoint: str | os.PathLike[str] | None,
+    model_name: str | None,
+    output: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    input_size: int | None,
+) -> tuple[Path, tuple[nn.Module, dict[str, Any], dict[str, Any]]]:
+    """(the output path, checked before anything is loaded; (model, metadata, origin))."""
+    if checkpoint is not None:
+        out = Path(output) if output is not None else Path(checkpoint) / "model.onnx"
+        check_output_file(out, "The ONNX file (--output)")
+        return out, _from_checkpoint(Path(checkpoint), num_classes)
+    out = Path(output) if output is not None else Path(f"{model_name}.onnx")
+    check_output_file(out, "The ONNX file (--output)")
+    return out, _from_registry(str(model_name), num_classes, input_size)
 
 
 def _export_checked(

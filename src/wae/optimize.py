@@ -29,6 +29,7 @@ eager PyTorch on CPU.
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from collections.abc import Iterator
 from typing import Any
@@ -467,6 +468,13 @@ def optimize_for_inference(
     `atol` x max(1, largest |output|) (max abs), else OptimizeError. The copy has no
     gradients and must not be trained.
     """
+    # Checked first: an infinite tolerance would switch the check off, a NaN one make its
+    # message meaningless.
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol):
+        raise OptimizeError(f"atol must be a finite number, got {atol!r}.")
+    if check is not None and not (isinstance(check, torch.Tensor) and check.dim() == 4):
+        got = tuple(check.shape) if isinstance(check, torch.Tensor) else type(check).__name__
+        raise OptimizeError(f"check must be an image batch (N, C, H, W), got {got}.")
     ref = None
     if check is not None:
         flags = [(m, m.training) for m in model.modules()]

@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 import torch
 
-__all__ = ["AMP_DTYPES", "autocast", "is_out_of_memory", "usable_cores"]
+from .errors import WAEError
+
+__all__ = [
+    "AMP_DTYPES",
+    "DeviceError",
+    "autocast",
+    "check_device",
+    "is_out_of_memory",
+    "usable_cores",
+]
 
 # Messages of the allocators when memory runs out: CUDA raises torch.OutOfMemoryError, the
 # CPU allocator a plain RuntimeError naming the failed allocation.
@@ -58,3 +68,41 @@ def is_out_of_memory(error: BaseException) -> bool:
             return True
         e = e.__cause__
     return False
+
+
+class DeviceError(WAEError, ValueError):
+    """A device that is misspelt or not on this machine."""
+
+
+_DEVICE = re.compile(r"auto|(cpu|mps|cuda)(:\d+)?")
+
+
+def check_device(
+    spec: str | torch.device, what: str = "device", *, available: bool = True
+) -> torch.device:
+    """``spec`` ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device) as a torch.device.
+
+    "auto" is CUDA when available, else MPS, else the CPU. With ``available`` the device must
+    also exist on this machine; without, only the spelling is checked (a config written for a
+    GPU machine can still be read on a laptop). Raises :class:`DeviceError` naming ``what``.
+    """
+    text = str(spec).strip()
+    if not _DEVICE.fullmatch(text):
+        raise DeviceError(f"{what} must be auto, cpu, cuda, cuda:N or mps, got {str(spec)!r}.")
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    dev = torch.device(text)
+    if available and dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index or 0) >= n:
+            have = f"only {n} CUDA device(s)" if n else "no usable CUDA device"
+            use = f"cuda:0 to cuda:{n - 1}, or cpu" if n else "cpu (or auto: the best one here)"
+            raise DeviceError(f"{what} is {text!r} but this machine has {have}. Use {use}.")
+    if available and dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"{what} is 'mps' but MPS is not available here. Use cpu.")
+    return dev

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import cost
 from ..data.transforms import check_input_size
-from ..runtime import usable_cores
+from ..runtime import check_device, usable_cores
 from .backends import (
     ALL_BACKENDS,
     PYTORCH_TUNED,
@@ -286,6 +286,8 @@ def resolve_threads(spec: Sequence[int | str]) -> list[int]:
 
 def check_settings(
     *,
+    backbones: Sequence[str] | None = None,
+    backends: Sequence[str] = ALL_BACKENDS,
     input_size: int | None,
     batch_sizes: Sequence[int],
     threads: Sequence[int | str],
@@ -297,6 +299,12 @@ def check_settings(
 ) -> tuple[list[int], torch.device]:
     """Refuse, before any model is built, settings that would time nothing or mislead (an
     empty batch, a size of 0, no threads, no time); returns (thread counts, device)."""
+    unknown = [b for b in backends if b not in ALL_BACKENDS]
+    if unknown or not backends:
+        what = f"Unknown backend(s) {unknown}" if unknown else "No backend given"
+        raise BenchError(f"{what}; choose from {', '.join(ALL_BACKENDS)} (--backends).")
+    if backbones is not None and not backbones:
+        raise BenchError("No backbone to benchmark: name at least one (--backbone).")
     if input_size is not None:
         check_input_size(input_size, "input_size (--input-size)")
     if not batch_sizes or not all(type(b) is int and b >= 1 for b in batch_sizes):
@@ -310,7 +318,7 @@ def check_settings(
     thread_list = resolve_threads(threads)
     if not thread_list:
         raise BenchError("No thread counts given (--threads): name at least one, or 'all'.")
-    return thread_list, cost.check_device(device, "device (--device)")
+    return thread_list, check_device(device, "device (--device)")
 
 
 def run_bench(
@@ -334,12 +342,9 @@ def run_bench(
     Returns {"machine", "settings", "configs": [per-config results], "speedup" (of the first
     config), "load_avg_start", "load_avg_end"}.
     """
-    unknown = [b for b in backends if b not in ALL_BACKENDS]
-    if unknown or not backends:
-        raise BenchError(f"Unknown backend(s) {unknown}; choose from {', '.join(ALL_BACKENDS)}.")
-    if not backbones:
-        raise BenchError("No backbone to benchmark: name at least one (--backbone).")
     thread_list, dev = check_settings(
+        backbones=backbones,
+        backends=backends,
         input_size=input_size,
         batch_sizes=batch_sizes,
         threads=threads,

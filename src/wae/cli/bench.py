@@ -122,6 +122,8 @@ def _check(args: argparse.Namespace, s: dict[str, Any], stem: str) -> list[Path]
     from ..outputs import check_output_file
 
     bench.check_settings(
+        backbones=s["backbone"],
+        backends=s["backends"],
         input_size=args.input_size,
         batch_sizes=s["batch_size"],
         threads=s["threads"],

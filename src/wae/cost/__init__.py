@@ -35,7 +35,8 @@ Quick look::
     print(wae.profile(net, 224, baselines=True))   # vs its backbone at full and half size
 """
 
-from ._common import ExampleInput, MeasureError, check_device, check_timing
+from ..runtime import check_device
+from ._common import ExampleInput, MeasureError, check_timing
 from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare_baselines
 from .latency import Latency, measure_interleaved, measure_latency
 from .machine import machine_info

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import WAEError
+from ..runtime import check_device
 
 #: A model's positional input(s): one tensor, or a sequence of them.
 ExampleInput = torch.Tensor | Sequence[torch.Tensor]
@@ -53,38 +53,6 @@ class MeasureError(WAEError, ValueError):
 
 
 # The devices wae runs on: "auto" or a torch device of one of these types, optionally indexed.
-_DEVICE = re.compile(r"auto|(cpu|mps|cuda)(:\d+)?")
-
-
-def check_device(
-    spec: str | torch.device, what: str = "device", *, available: bool = True
-) -> torch.device:
-    """``spec`` ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device) as a torch.device.
-
-    "auto" is CUDA when available, else MPS, else the CPU. With ``available`` the device must
-    also exist on this machine; without, only the spelling is checked (a config written for a
-    GPU machine can still be read on a laptop). Raises :class:`MeasureError` naming ``what``.
-    """
-    text = str(spec).strip()
-    if not _DEVICE.fullmatch(text):
-        raise MeasureError(f"{what} must be auto, cpu, cuda, cuda:N or mps, got {str(spec)!r}.")
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    dev = torch.device(text)
-    if available and dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0 or (dev.index or 0) >= n:
-            have = f"only {n} CUDA device(s)" if n else "no usable CUDA device"
-            use = f"cuda:0 to cuda:{n - 1}, or cpu" if n else "cpu (or auto: the best one here)"
-            raise MeasureError(f"{what} is {text!r} but this machine has {have}. Use {use}.")
-    if available and dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise MeasureError(f"{what} is 'mps' but MPS is not available here. Use cpu.")
-    return dev
 
 
 def check_timing(

@@ -15,8 +15,8 @@ from torch import nn
 
 from ..errors import WAEError
 from ..models import PlainNet, WAENet
-from ..runtime import is_out_of_memory
-from ._common import MeasureError, check_device, check_timing
+from ..runtime import check_device, is_out_of_memory
+from ._common import MeasureError, check_timing
 from .ops import PartsSpec
 from .profiling import Comparison, compare, input_shape
 from .report import format_table
@@ -151,6 +151,19 @@ def _advise_on_oom(what: str, shape: Sequence[int]) -> Iterator[None]:
         ) from e
 
 
+def _check_settings(
+    num_classes: int, device: str | torch.device | None, compare_kwargs: dict[str, Any]
+) -> torch.device | None:
+    """Every setting, checked before the (possibly slow) builds; returns the device."""
+    if not (type(num_classes) is int and num_classes >= 1):
+        raise MeasureError(
+            f"num_classes (--num-classes) must be an integer >= 1, got {num_classes!r}."
+        )
+    if compare_kwargs.get("latency", True):
+        check_timing(**{k: compare_kwargs.get(k) for k in _TIMING})
+    return check_device(device, "device (--device)") if device is not None else None
+
+
 def compare_baselines(
     model: str | nn.Module,
     input_size: int | Sequence[int] = 224,
@@ -175,16 +188,8 @@ def compare_baselines(
     """
     if in_chans is None:
         in_chans = 3 if isinstance(model, str) else getattr(model, "in_chans", 3)
-    # Every setting is checked before the (possibly slow) builds.
     shape = input_shape(input_size, batch_size, in_chans)
-    if not (type(num_classes) is int and num_classes >= 1):
-        raise MeasureError(
-            f"num_classes (--num-classes) must be an integer >= 1, got {num_classes!r}."
-        )
-    if compare_kwargs.get("latency", True):
-        check_timing(**{k: compare_kwargs.get(k) for k in _TIMING})
-    if device is not None:
-        device = check_device(device, "device (--device)")
+    device = _check_settings(num_classes, device, compare_kwargs)
     with _advise_on_oom(model if isinstance(model, str) else type(model).__name__, shape):
         if isinstance(model, str):
             backbone, slot = model, "wae"

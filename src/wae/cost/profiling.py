@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ..data.transforms import check_input_size
-from ._common import MeasureError, check_device, check_timing, resolve_device
+from ..runtime import check_device
+from ._common import MeasureError, check_timing, resolve_device
 from .latency import Latency, format_name, measure_interleaved, measure_latency
 from .machine import machine_info
 from .ops import OpCount, PartsSpec, count_ops

@@ -285,6 +285,19 @@ def _drop_unused(model: nn.Module, fe: nn.Module, in_chans: int) -> object:
     return out
 
 
+def _attention_after(gm: torch.fx.GraphModule, last: torch.fx.Node) -> bool:
+    """Whether the traced graph runs attention after `last` (a transformer's body, which a
+    cut there would drop)."""
+    nodes = list(gm.graph.nodes)
+    for node in nodes[nodes.index(last) + 1 :]:
+        if node.op == "call_module":
+            if "Attention" in type(gm.get_submodule(node.target)).__name__:
+                return True
+        elif node.op == "call_function" and "attention" in getattr(node.target, "__name__", ""):
+            return True
+    return False
+
+
 def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
     """Trace `model` and keep its graph up to the last 4-D activation with spatial size > 1."""
     from torch.fx.passes.shape_prop import ShapeProp
@@ -310,13 +323,13 @@ def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
         raise BackboneError(
             f"{type(model).__name__} produces no 4-D feature map: is it a CNN classifier?"
         )
+    if _attention_after(gm, last):
+        why = f"its last 4-D activation ({last.name}) comes before its attention layers"
+        raise _not_a_cnn(model, why, probe.shape[1])
     output = next(n for n in gm.graph.nodes if n.op == "output")
     output.args = (last,)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
-    if _has_attention(model) and not _has_attention(gm):
-        why = f"its last 4-D activation ({last.name}) comes before all its attention layers"
-        raise _not_a_cnn(model, why, probe.shape[1])
     gm.recompile()
     gm.train()
     return gm

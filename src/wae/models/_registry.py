@@ -63,8 +63,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             f"create_model({name!r}) cannot take the arguments {sorted(kwargs)}: {e}. Pass "
             f"only the arguments its builder takes."
         ) from e
-    # How to rebuild it (checkpoints store this instead of pickled code).
-    model.wae_spec = {"builder": "registry", "name": name, "kwargs": dict(kwargs)}
+    # How to rebuild it (checkpoints store this instead of pickled code). Not `pretrained`:
+    # a checkpoint holds the weights, and rebuilding its architecture never downloads.
+    kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
+    model.wae_spec = {"builder": "registry", "name": name, "kwargs": kwargs}
     return model
 
 

@@ -235,9 +235,11 @@ def _width_callee(name: str, model_cls: type) -> tuple[dict[str, Any], str, str,
     the builder function it calls, the setting, the setting's default), or None."""
     import timm.models
 
-    entry = timm.models.model_entrypoint(name)
-    g = entry.__globals__
-    cls_params = inspect.signature(model_cls).parameters
+    try:
+        entry = timm.models.model_entrypoint(name)
+        g, cls_params = entry.__globals__, inspect.signature(model_cls).parameters
+    except (RuntimeError, TypeError, ValueError, AttributeError):  # a tagged or hub name, ...
+        return None
     for callee in entry.__code__.co_names:
         f = g.get(callee)
         if not inspect.isfunction(f) or f.__module__ != entry.__module__:
@@ -286,6 +288,9 @@ def _timm_width_twin(features: nn.Module, in_chans: int, divisor: int) -> nn.Mod
     device = first.device if first is not None else torch.device("cpu")
     import timm
 
+    # timm's entrypoints fix their width in the call to their builder (mixnet_s passes
+    # channel_multiplier=1.0), so it cannot be passed to create_model: the builder is wrapped,
+    # for this call only, to scale whatever the entrypoint gives it.
     with _PATCH_LOCK, torch.device(device):
         original = g[callee]
         g[callee] = _scaled(original, setting, default, divisor)

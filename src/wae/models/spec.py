@@ -72,12 +72,18 @@ _KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "drop_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),
     "drop_path_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),
     "width": (_int(1, 1024), "an integer from 1 to 1024"),
-    "depths": (_ints(8, 1, 16), "a list of up to 8 depths from 1 to 16"),
+    "depths": (_ints(6, 1, 8), "a list of up to 6 depths from 1 to 8"),
     # width settings of torchvision / timm families (mobilenet_v2, rexnet; efficientnet, ...)
     "width_mult": (_float(0.05, 4.0), "a number from 0.05 to 4"),
     "channel_multiplier": (_float(0.05, 4.0), "a number from 0.05 to 4"),
     "width_multiplier": (_float(0.05, 4.0), "a number from 0.05 to 4"),
-    "dropout": (_float(0.0, 1.0), "a number from 0 to 1"),  # torchvision's classifiers
+    "alpha": (_float(0.05, 4.0), "a number from 0.05 to 4"),  # torchvision's MNASNet
+    # other architecture switches of torchvision / timm backbones (data, not code)
+    "dropout": (_float(0.0, 1.0), "a number from 0 to 1"),
+    "stochastic_depth_prob": (_float(0.0, 1.0), "a number from 0 to 1"),
+    "zero_init_residual": (_one_of(True, False), "true or false"),
+    "init_weights": (_one_of(True, False), "true or false"),
+    "output_stride": (_one_of(8, 16, 32), "8, 16 or 32"),
     "pretrained": (_one_of(False), "false (a checkpoint holds its weights; it never downloads)"),
 }
 

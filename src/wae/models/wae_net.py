@@ -16,6 +16,7 @@ flattened concatenated pool5 maps -> fc 2048 -> fc 2048 -> classes for s_c; ReLU
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -23,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..autoencoder import FixedNorm, ShapeError, WAEOutput, WaveletAutoEncoder, check_count
+from ..autoencoder import (
+    FixedNorm,
+    ShapeError,
+    WAEOutput,
+    WaveletAutoEncoder,
+    check_count,
+    is_count,
+)
 from ..runtime import is_out_of_memory
 from ._backbone import BackboneError, build_classifier, build_features
 from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
@@ -214,6 +222,18 @@ class WAENet(nn.Module):
         return round(self.input_size[0] / f.shape[-2])
 
     # -- construction from any backbone --------------------------------------------------------
+
+    @classmethod
+    def from_trained(
+        cls, model: nn.Module, input_size: int | Sequence[int] = 224, **kwargs: Any
+    ) -> WAENet:
+        """A WAE student of the trained classifier `model`, which is left untouched: the I_L
+        network is a copy of its feature extractor, s_L its classifier where the shapes allow
+        (global pooling + linear); the I_H branch and the fusion head are fresh. See
+        :func:`wae.models.trained.from_trained`."""
+        from .trained import from_trained
+
+        return from_trained(model, input_size, **kwargs)
 
     @classmethod
     def from_backbone(
@@ -412,10 +432,10 @@ class WAENet(nn.Module):
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     """An input size as (H, W) of positive ints, else a ShapeError."""
-    t = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (list, tuple)) else ()
-    if len(t) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in t):
+    t = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(v, Sequence) else ()
+    if len(t) != 2 or not all(is_count(s) for s in t):
         raise ShapeError(f"input_size must be a positive int or (H, W), got {v!r}.")
-    return t  # type: ignore[return-value]
+    return (int(t[0]), int(t[1]))
 
 
 def _check_args(
@@ -430,7 +450,7 @@ def _check_args(
         raise SpecError(f"head must be one of {heads}, got {head!r}.")
     n = 2 if use_high else 1
     hidden = list(head_hidden) if isinstance(head_hidden, (list, tuple)) else []
-    bad = len(hidden) < n or not all(isinstance(h, int) and h > 0 for h in hidden)
+    bad = len(hidden) < n or not all(is_count(h) for h in hidden)
     if head != "linear" and bad:  # linear heads have no hidden layer
         raise ShapeError(
             f"head_hidden must list {n} positive widths (the s_L head's"

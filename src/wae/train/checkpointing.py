@@ -197,6 +197,11 @@ def write_results(ctx: RunContext, result: dict[str, Any]) -> None:
 def load_weights(ctx: RunContext, directory: Path, what: str) -> dict[str, Any]:
     """Load the weights in `directory` (a checkpoint: `what`, for messages) into the model;
     returns its model.json document. Refuses another class count or architecture."""
+    if not (directory / "model.json").is_file():
+        raise CheckpointError(
+            f"The {what} {directory} is not a wae checkpoint (no model.json there). Point it "
+            f"at a checkpoint directory written by `wae train`, e.g. runs/<name>/final."
+        )
     doc, state = load_checkpoint(directory)
     spec = doc.get("spec", {})
     saved = spec.get("kwargs", {}).get("num_classes")

@@ -67,10 +67,10 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..cost import MeasureError, check_device
 from ..data import DataError, check_input_size
 from ..models import is_model, list_models
 from ..models.spec import MAX_SIZE, SpecError, validate_spec
+from ..runtime import DeviceError, check_device
 from .fingerprint import config_diff, fingerprint, stage_fingerprint
 from .overrides import apply_overrides, parse_override
 from .schema import (
@@ -197,7 +197,7 @@ def _validate_data(d: DataConfig) -> None:
 def _validate_runtime(r: RuntimeConfig) -> None:
     try:  # the spelling only: a GPU run's config must still load on a laptop
         check_device(r.device, "runtime.device (--device)", available=False)
-    except MeasureError as e:
+    except DeviceError as e:
         raise ConfigError(str(e)) from None
     _check(
         r.threads is None or r.threads >= 1,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..cost import check_device
+from ..runtime import check_device
 
 __all__ = ["DistEnv", "resolve_device", "setup", "teardown"]
 
@@ -76,7 +76,7 @@ class DistEnv:
 def resolve_device(spec: str, local_rank: int = 0, what: str = "--device") -> torch.device:
     """ "auto" -> cuda:LOCAL_RANK when CUDA is available, else mps, else cpu; "cuda" ->
     cuda:LOCAL_RANK. A misspelt device, or one this machine lacks, raises a WAEError naming
-    `what` (see ``wae.cost.check_device``)."""
+    `what` (see ``wae.runtime.check_device``)."""
     dev = check_device(spec, what)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))

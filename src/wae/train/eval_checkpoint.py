@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_model, read_meta
+from ..checkpoint import CheckpointError, check_num_classes, load_model, read_meta
 from ..data import DataError, LabeledDataset, build_dataset
 from ..models import WAENet
 from .distributed import resolve_device
@@ -92,11 +92,12 @@ def evaluate_checkpoint(
     """
     _check_options(batch_size, noise_vars, head, subset, split, num_workers, seed)
     dev = resolve_device(device)
-    doc = read_meta(path)  # fails early, and never unpickles
+    # The model first: a checkpoint is refused before any data file is opened.
+    model, doc = load_model(path)
     ds, dataset = checkpoint_dataset(
         path, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed
     )
-    model, _ = load_model(path, num_classes=ds.num_classes)
+    check_num_classes(doc, ds.num_classes, path)
     _check_classes(doc["meta"].get("classes"), ds, dataset)
     scorer = _scorer(model, head, path)
     result = evaluate(

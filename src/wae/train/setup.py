@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from ..autoencoder import WaveletAutoEncoder
+from ..checkpoint import model_spec
 from ..data import LabeledDataset
 from ..errors import WAEError
 from ..models import WAENet, create_model
+from ..models.spec import SpecError, validate_spec
 from ..runtime import autocast, is_out_of_memory
 from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
 from .datasets import build_datasets, resolve_image
@@ -172,6 +174,10 @@ def build_model(ctx: RunContext) -> None:
             f"{meta['in_chans']}, input_size={meta['input_size']}: {e}. Fix model.kwargs or "
             f"data.input_size."
         ) from e
+    try:  # arguments no checkpoint could hold fail now, not at the first save
+        validate_spec(model_spec(model), "model.name / model.kwargs")
+    except SpecError as e:
+        raise ConfigError(str(e)) from None
     ctx.model = model.to(ctx.env.device)
     if c.runtime.channels_last:
         ctx.model.to(memory_format=torch.channels_last)

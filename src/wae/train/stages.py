@@ -90,6 +90,8 @@ class Trainer:
         )
         configure_runtime(ctx.cfg, ctx.env)
         build_data(ctx)
+        for k in range(first, last + 1):  # a batch that cannot fit fails now, not after stage 1
+            self._steps_per_epoch(k, ctx.cfg.stages[k - 1])
         build_model(ctx)
         if plan.start_stage > last:
             return self._nothing_left(plan, last)
