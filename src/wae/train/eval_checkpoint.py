@@ -43,11 +43,13 @@ def checkpoint_dataset(
     split: str = "test",
     subset: int | None = None,
     seed: int = 0,
+    doc: dict[str, Any] | None = None,
 ) -> tuple[LabeledDataset, str]:
     """(dataset, its name) to score the checkpoint in `path` on: `data` if given, else the
-    dataset its metadata names, at the checkpoint's input size and channels. The caller checks
-    that the classes match (after the model is loaded, so a wrong count is named first)."""
-    doc = read_meta(path)
+    dataset its metadata names, at the checkpoint's input size and channels. `doc`: its
+    model.json document when the caller has read it already. The caller checks that the
+    classes match (after the model is loaded, so a wrong count is named first)."""
+    doc = doc if doc is not None else read_meta(path)
     meta, config = doc["meta"], doc["config"]
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
     dataset = data or meta.get("dataset") or data_cfg.get("dataset")
@@ -95,7 +97,7 @@ def evaluate_checkpoint(
     # The model first: a checkpoint is refused before any data file is opened.
     model, doc = load_model(path)
     ds, dataset = checkpoint_dataset(
-        path, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed
+        path, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed, doc=doc
     )
     check_num_classes(doc, ds.num_classes, path)
     _check_classes(doc["meta"].get("classes"), ds, dataset)
