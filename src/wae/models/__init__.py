@@ -4,6 +4,7 @@ from ..autoencoder import ShapeError
 from ._backbone import BackboneError, build_classifier, build_features
 from ._registry import create_model, is_model, list_models, model_cfg, register_model
 from ._slim import quarter_width
+from .named import ARCHS, build_named, named_kind
 from .plain import HalfResize, PlainNet
 from .pruned import pruned_net
 from .small_vgg import SmallVGG
@@ -11,6 +12,7 @@ from .spec import SpecError
 from .wae_net import LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
 
 __all__ = [
+    "ARCHS",
     "BackboneError",
     "HalfResize",
     "LinearHead",
@@ -23,11 +25,13 @@ __all__ = [
     "WAENetOutput",
     "build_classifier",
     "build_features",
+    "build_named",
     "classification_loss",
     "create_model",
     "is_model",
     "list_models",
     "model_cfg",
+    "named_kind",
     "pruned_net",
     "quarter_width",
     "register_model",

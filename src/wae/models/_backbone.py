@@ -28,6 +28,7 @@ __all__ = [
     "FeatureExtractor",
     "build_classifier",
     "build_features",
+    "check_backbone_name",
     "set_in_chans",
 ]
 
@@ -93,6 +94,30 @@ def build_classifier(
             f"The backbone {spec!r} cannot be built with the arguments {sorted(kwargs)}: {e}. "
             f"Pass only arguments its builder takes."
         ) from e
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise BackboneError unless `name` is a backbone we can build (nothing is built)."""
+    if name.startswith("timm:"):
+        import timm
+
+        if not timm.is_model(name[len("timm:") :]):
+            import difflib
+
+            close = difflib.get_close_matches(name[5:], timm.list_models(), n=4)
+            hint = f" Similar: {', '.join(close)}." if close else ""
+            raise BackboneError(f"timm has no model {name[5:]!r}.{hint} See timm.list_models().")
+        return
+    if name in _small_backbones():
+        return
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise BackboneError(
+            f"Unknown backbone {name!r}. Use a torchvision classification model name (e.g. "
+            f"'vgg16', 'resnet18'), 'timm:<name>' for a timm model, or one of "
+            f"{sorted(_small_backbones())}."
+        )
 
 
 def _timm_classifier(

@@ -20,7 +20,7 @@ from ._registry import model_cfg
 from .plain import PlainNet
 from .wae_net import LinearHead, WAENet
 
-__all__ = ["from_trained", "trained_classifier"]
+__all__ = ["from_trained", "init_from_trained", "spec_backbone", "trained_classifier"]
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
@@ -72,9 +72,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _backbone_name(model: nn.Module) -> tuple[str | None, dict[str, Any]]:
-    """(backbone name, its builder arguments) when `model` was built by name (so that the
-    student can be rebuilt from a checkpoint's data), else (None, {})."""
-    spec = getattr(model, "wae_spec", None) or {}
+    return spec_backbone(getattr(model, "wae_spec", None) or {})
+
+
+def spec_backbone(spec: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(backbone name, its builder arguments) of a full-resolution network's build spec (a
+    ``wae_spec`` or a checkpoint's), so a student can be built by name and rebuilt from a
+    checkpoint's data; (None, {}) for a network not built by name or not plain."""
     kwargs = dict(spec.get("kwargs", {}))
     if spec.get("builder") == "registry":
         cfg = model_cfg(spec["name"])
@@ -84,6 +88,8 @@ def _backbone_name(model: nn.Module) -> tuple[str | None, dict[str, Any]]:
     elif spec.get("builder") == "plain":
         name = spec["backbone"]
     else:
+        return None, {}
+    if kwargs.get("half") or str(spec.get("name", "")).endswith("_half"):
         return None, {}
     for key in ("num_classes", "in_chans", "input_size", "half", "pretrained"):
         kwargs.pop(key, None)
@@ -119,16 +125,46 @@ def from_trained(
         **backbone_kwargs,
         **kwargs,
     )
-    if name is not None:  # built fresh by name: copy the trained features in
+    if name is None:  # built around a copy of the trained network: its features are in
+        student.init_report = _report(_copy_classifier(net, student))
+    else:  # built fresh by name: copy the trained weights in
+        init_from_trained(student, model)
+    return student
+
+
+def init_from_trained(student: nn.Module, trained: nn.Module) -> dict[str, str]:
+    """Start `student` from the trained full-resolution classifier `trained` (untouched), in
+    place; returns (and sets as ``student.init_report``) what was copied.
+
+    A WAENet gets the trained feature extractor as its I_L network and the trained linear
+    classifier as s_L's head (when the shapes match); a half-size PlainNet (I_R) the whole
+    trained network. The architectures must match (e.g. both built from the same backbone).
+    """
+    net = _unwrap(trained)
+    if isinstance(student, PlainNet):
+        student.net.load_state_dict(net.state_dict())
+        report = {"net": "copied from the trained network (whole)"}
+    elif isinstance(student, WAENet):
+        in_chans = _first_conv(net).in_channels
         features = build_features(copy.deepcopy(net), in_chans)
         student.low_net.load_state_dict(features.state_dict())
-    student.init_report = {
+        report = _report(_copy_classifier(net, student))
+    else:
+        raise BackboneError(
+            f"Cannot start a {type(student).__name__} from a trained network: only a WAENet "
+            f"or a half-size PlainNet can."
+        )
+    student.init_report = report
+    return report
+
+
+def _report(head_low: str) -> dict[str, str]:
+    return {
         "low_net": "copied from the trained feature extractor",
-        "head_low": _copy_classifier(net, student),
+        "head_low": head_low,
         "high_net": "fresh (quarter width)",
         "head_fused": "fresh",
     }
-    return student
 
 
 def _copy_classifier(net: nn.Module, student: WAENet) -> str:

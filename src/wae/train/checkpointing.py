@@ -19,8 +19,11 @@ from ..checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
     load_checkpoint,
+    load_model,
     save_checkpoint,
 )
+from ..models import PlainNet, WAENet
+from ..models.trained import init_from_trained
 from . import rundir
 from .config import stage_fingerprint
 from .schedule import LRSchedule, Monitor
@@ -30,6 +33,7 @@ from .state import capture_rng, optimizer_to_flat, save_train_state
 __all__ = [
     "CSV_COLUMNS",
     "existing_results",
+    "load_init",
     "load_weights",
     "restore_history",
     "save_epoch",
@@ -48,11 +52,13 @@ CSV_COLUMNS = [
     "lr",
     "train_loss",
     "train_classification",
+    "train_distillation",
     "train_transform",
     "train_reconstruction",
     "train_energy",
     "val_loss",
     "val_classification",
+    "val_distillation",
     "val_transform",
     "val_reconstruction",
     "val_energy",
@@ -221,6 +227,32 @@ def load_weights(ctx: RunContext, directory: Path, what: str) -> dict[str, Any]:
             f"model; use a checkpoint of the same architecture."
         ) from e
     return doc
+
+
+def load_init(ctx: RunContext, directory: Path) -> None:
+    """Start the model from ``model.init``: a checkpoint of the same architecture (loaded
+    exactly), or a trained full-resolution network that a WAE or a half-size network starts
+    from (:func:`wae.models.trained.init_from_trained`)."""
+    m = ctx.model
+    if not (isinstance(m, WAENet) or (isinstance(m, PlainNet) and m.half)):
+        load_weights(ctx, directory, "model.init checkpoint")
+        return
+    if not (directory / "model.json").is_file():
+        load_weights(ctx, directory, "model.init checkpoint")  # its error names the problem
+    trained, _ = load_model(directory, num_classes=ctx.num_classes)
+    if isinstance(trained, WAENet) or getattr(trained, "half", False):
+        load_weights(ctx, directory, "model.init checkpoint")  # the same kind: exact
+        return
+    try:
+        report = init_from_trained(m, trained.to(ctx.env.device))
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(
+            f"The model.init checkpoint {directory} holds a trained network that "
+            f"{ctx.cfg.model.name!r} cannot start from ({str(e).splitlines()[0]}). Build the "
+            f"model from the same backbone and arguments as the trained network."
+        ) from e
+    what = "; ".join(f"{k}: {v}" for k, v in report.items())
+    ctx.log(f"Started from the trained network in {directory} ({what}).")
 
 
 def restore_history(

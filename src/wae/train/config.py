@@ -7,9 +7,17 @@ every key is optional except ``[[stages]]``. Unknown keys are errors, never igno
     seed = 0
 
     [model]
-    name = "wae_small_vgg_28"   # any wae.create_model name (WAE nets and plain baselines)
+    name = "wae_small_vgg_28"   # any wae.create_model name (WAE nets and plain baselines),
+                                # or a backbone: "resnet18", "timm:resnet18", "small_vgg"
+    # arch = "wae"              # for a backbone: "wae" (default), "full" or "half" (I_R)
     kwargs = { width = 32 }     # extra builder arguments
-    # init = "runs/x/stage1"    # start from this checkpoint's weights (same architecture)
+    # init = "runs/x/final"     # start from this checkpoint: the same architecture, or a
+                                # trained full-resolution network (WAE.from_trained's copy)
+
+    [teacher]                   # for stages with a distillation loss
+    # checkpoint = "runs/full/final"   # the trained network, run unchanged at full resolution
+    # temperature = 4.0
+    # heads = "both"            # which WAE scores learn from it: both | low | fused | average
 
     [data]
     dataset = "fashion-mnist"   # or "cifar10", "cifar100", or an ImageFolder path
@@ -31,7 +39,7 @@ every key is optional except ``[[stages]]``. Unknown keys are errors, never igno
     batch_size = 128
     optimizer = "adam"          # sgd | adam | adamw
     lr = 1e-3
-    losses = { transform = 1.0 }            # transform and/or classification, with weights
+    losses = { transform = 1.0 }            # transform, classification, distillation: weights
     reduction = "sum"                        # of the transform loss ("sum": the paper's norms)
     schedule = { name = "cosine", warmup_epochs = 0 }
 
@@ -68,7 +76,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data import DataError, check_input_size
-from ..models import is_model, list_models
+from ..models import BackboneError, is_model, list_models, named_kind
+from ..models._backbone import check_backbone_name
 from ..models.spec import MAX_SIZE, SpecError, validate_spec
 from ..runtime import DeviceError, check_device
 from .fingerprint import config_diff, fingerprint, stage_fingerprint
@@ -82,6 +91,7 @@ from .schema import (
     RuntimeConfig,
     ScheduleConfig,
     StageConfig,
+    TeacherConfig,
     TrainConfig,
     config_to_dict,
     from_plain,
@@ -96,6 +106,7 @@ __all__ = [
     "RuntimeConfig",
     "ScheduleConfig",
     "StageConfig",
+    "TeacherConfig",
     "TrainConfig",
     "apply_overrides",
     "config_diff",
@@ -129,8 +140,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """
     _check(len(cfg.stages) > 0, "The config has no [[stages]]: add at least one stage.")
     _check(0 <= cfg.seed < 2**32, f"seed must be an integer from 0 to 2**32 - 1, got {cfg.seed}.")
-    _validate_model(cfg.model)
+    _validate_model(cfg.model, cfg.data)
     _validate_data(cfg.data)
+    _validate_teacher(cfg)
     e = cfg.eval
     _check(e.split in _EVAL_SPLITS, f"eval.split must be one of {_EVAL_SPLITS}, got {e.split!r}.")
     _check(e.subset is None or e.subset > 0, f"eval.subset must be positive, got {e.subset}.")
@@ -154,27 +166,68 @@ _SPLITS = ("train", "val", "test")
 _EVAL_SPLITS = ("", *_SPLITS)  # "" skips the final evaluation
 
 
-def _validate_model(m: ModelConfig) -> None:
-    """A registered name, and builder arguments its checkpoints can hold (the checkpoint
-    spec's schema: a run whose model.json would be refused on loading never starts)."""
+def _validate_model(m: ModelConfig, d: DataConfig) -> None:
+    """A registered name or a backbone name, and builder arguments its checkpoints can hold
+    (the checkpoint spec's schema: a run whose model.json would be refused on loading never
+    starts)."""
     _check(bool(m.name), "model.name is empty: name a model (`wae models` lists them).")
-    if not is_model(m.name):
-        close = difflib.get_close_matches(m.name, list_models(), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(
-            f"model.name {m.name!r} is not a registered model.{hint} `wae models` (or "
-            f"wae.list_models()) lists them."
+    try:
+        kind = named_kind(m.name, m.arch)
+    except SpecError as e:
+        raise ConfigError(f"model.arch: {e}") from None
+    if is_model(m.name):
+        spec = {"builder": "registry", "name": m.name, "kwargs": m.kwargs}
+    else:
+        _check_backbone(m.name)
+        _check(
+            d.input_size is not None and d.in_chans is not None,
+            f"model.name {m.name!r} is a backbone, not a registered model, so the image size "
+            f"is not known: set data.input_size and data.in_chans (e.g. 224 and 3).",
         )
-    for key in ("num_classes", "in_chans", "input_size"):
+        builder = "wae_net" if kind == "wae" else "plain"
+        spec = {"builder": builder, "backbone": m.name, "kwargs": m.kwargs}
+    for key in ("num_classes", "in_chans", "input_size", "half"):
         _check(
             key not in m.kwargs,
-            f"model.kwargs.{key} is not allowed: {key} comes from the data "
-            f"({'the dataset' if key == 'num_classes' else 'data.' + key}).",
+            f"model.kwargs.{key} is not allowed: {key} comes from "
+            + {"num_classes": "the dataset", "half": "model.arch"}.get(key, f"data.{key}")
+            + ".",
         )
     try:
-        validate_spec({"builder": "registry", "name": m.name, "kwargs": m.kwargs}, "model")
+        validate_spec(spec, "model")
     except SpecError as e:
         raise ConfigError(f"{e} Fix model.kwargs.") from None
+
+
+def _check_backbone(name: str) -> None:
+    try:
+        check_backbone_name(name)
+    except (BackboneError, SpecError) as e:
+        close = difflib.get_close_matches(name, list_models(), n=3)
+        hint = f" Registered models close to it: {', '.join(close)}." if close else ""
+        raise ConfigError(
+            f"model.name {name!r} is neither a registered model (`wae models` lists them) nor "
+            f"a backbone: {e}{hint}"
+        ) from None
+
+
+def _validate_teacher(cfg: TrainConfig) -> None:
+    """A distillation loss needs a teacher checkpoint, and a teacher needs such a loss."""
+    t = cfg.teacher
+    uses = [i for i, s in enumerate(cfg.stages, 1) if s.distill]
+    _check(t.temperature > 0, f"teacher.temperature must be > 0, got {t.temperature}.")
+    _check(
+        not uses or bool(t.checkpoint),
+        f"stages.{uses[0] if uses else ''}.losses has a distillation loss but no teacher: set "
+        f"teacher.checkpoint to the trained network's checkpoint directory (e.g. "
+        f"runs/full/final).",
+    )
+    _check(
+        not t.checkpoint or bool(uses),
+        f"teacher.checkpoint is set ({t.checkpoint}) but no stage has a distillation loss: "
+        f"add e.g. losses = {{ classification = 0.5, distillation = 0.5 }} to a stage, or "
+        f"unset teacher.checkpoint.",
+    )
 
 
 def _validate_data(d: DataConfig) -> None:

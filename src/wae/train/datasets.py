@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..data import LabeledDataset, balanced_subset, build_dataset, train_val_split
-from ..models import model_cfg
+from ..models import is_model, model_cfg
 from .config import ConfigError, TrainConfig, load_config
 
 __all__ = ["SPLITS", "build_datasets", "resolve_image"]
@@ -23,8 +23,11 @@ SPLITS = ("train", "val", "test", "all_train")
 
 
 def resolve_image(cfg: TrainConfig | Mapping[str, Any]) -> tuple[int, int]:
-    """(input_size, in_chans) of a run: the data's if set, else the model's registered ones."""
+    """(input_size, in_chans) of a run: the data's if set, else the model's registered ones
+    (a backbone name has none: its config must set both, which config validation checks)."""
     cfg = load_config(cfg)
+    if not is_model(cfg.model.name):
+        return cfg.data.input_size, cfg.data.in_chans
     mc = model_cfg(cfg.model.name)
     return cfg.data.input_size or mc["input_size"], cfg.data.in_chans or mc["in_chans"]
 

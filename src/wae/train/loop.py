@@ -212,6 +212,7 @@ def _validate(ctx: RunContext, stage_mod: StageModule, loader: DataLoader) -> di
     env = ctx.env
     # A fixed key list, so the ranks' vectors line up even if a shard is empty.
     keys = ["loss"] + ["classification"] * stage_mod.classify
+    keys += ["distillation"] * stage_mod.distill
     keys += ["transform", "reconstruction", "energy"] if stage_mod.decode else []
     sums = torch.zeros(len(keys) + 3, dtype=torch.float64)  # + top-1, top-k, count
     ctx.model.eval()
@@ -244,7 +245,7 @@ def log_epoch(ctx: RunContext, st: StageRun, row: dict[str, Any]) -> None:
     """The epoch's summary line (rank 0, runtime.verbose) and its TensorBoard scalars."""
     s = st.s
     parts = [f"{st.label} epoch {row['epoch']}/{s.epochs}", f"loss {row['train_loss']:.4g}"]
-    for t in ("classification", "transform"):
+    for t in ("classification", "distillation", "transform"):
         if f"train_{t}" in row and len(s.losses) > 1:
             parts.append(f"{t[:5]} {row[f'train_{t}']:.4g}")
     if "val_top1" in row:

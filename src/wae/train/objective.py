@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import energy_loss, reconstruction_loss
+from ..distill import distillation_loss
 from ..models import WAENet, classification_loss
-from .config import StageConfig
+from .config import StageConfig, TeacherConfig
 
 __all__ = ["StageModule", "make_optimizer", "set_modes", "trainable"]
 
@@ -31,18 +32,39 @@ class StageModule(nn.Module):
 
     forward(x (N, C, H, W), y (N,)) -> (total loss (), {term: loss ()}, logits (N, K) or None).
     Terms: ``classification`` (L_c = CE(s_L) + CE(s_c) for WAENet, CE for a plain net),
-    ``transform`` (L_t = reconstruction + lam * energy), and its two parts. Losses are
-    computed in float32 even under autocast.
+    ``distillation`` (the soft-target loss against the teacher's logits, see
+    :func:`wae.distillation_loss`), ``transform`` (L_t = reconstruction + lam * energy) and
+    its two parts. Losses are computed in float32 even under autocast.
+
+    The teacher (stages with a distillation loss) is held outside the module tree: it is
+    neither trained, nor wrapped by DDP, nor saved, and always runs in eval mode.
     """
 
-    def __init__(self, model: nn.Module, stage: StageConfig) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        stage: StageConfig,
+        teacher: nn.Module | None = None,
+        teacher_cfg: TeacherConfig | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.is_wae = isinstance(model, WAENet)
-        self.classify, self.decode = stage.classify, stage.decode
+        self.classify, self.decode, self.distill = stage.classify, stage.decode, stage.distill
+        if self.distill and teacher is None:
+            raise ValueError("a stage with the distillation loss needs the teacher")
+        self._teacher = (teacher,)  # a tuple: not registered as a submodule
+        self.teacher_cfg = teacher_cfg or TeacherConfig()
         self.weights = {k: float(w) for k, w in stage.losses.items() if w > 0}
         self.lam, self.reduction = stage.lam, stage.reduction
         self.label_smoothing = stage.label_smoothing
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits (N, K) for the full-resolution batch, without gradient."""
+        teacher = self._teacher[0]
+        teacher.eval()  # its BatchNorm statistics never move
+        with torch.no_grad():
+            return teacher(x).float()
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor
@@ -58,14 +80,18 @@ class StageModule(nn.Module):
             parts = out.parts
             s_low = out.s_low.float()
             s_fused = out.s_fused.float() if out.s_fused is not None else None
-            terms["classification"] = classification_loss(
-                out._replace(s_low=s_low, s_fused=s_fused), y, self.label_smoothing
-            )
+            out = out._replace(s_low=s_low, s_fused=s_fused)
+            terms["classification"] = classification_loss(out, y, self.label_smoothing)
             logits = WAENet.combine_heads(s_low, s_fused)
         else:
-            logits = m(x).float()
+            out = logits = m(x).float()
             terms["classification"] = F.cross_entropy(
                 logits, y, label_smoothing=self.label_smoothing
+            )
+        if self.distill:
+            t = self.teacher_cfg
+            terms["distillation"] = distillation_loss(
+                out, self._teacher_logits(x), temperature=t.temperature, heads=t.heads
             )
         if self.decode:
             xf = x.float()

@@ -28,6 +28,7 @@ __all__ = [
     "RuntimeConfig",
     "ScheduleConfig",
     "StageConfig",
+    "TeacherConfig",
     "TrainConfig",
     "config_to_dict",
     "field_types",
@@ -36,7 +37,7 @@ __all__ = [
     "unknown_key",
 ]
 
-LOSS_NAMES = ("classification", "transform")
+LOSS_NAMES = ("classification", "transform", "distillation")
 
 
 class ConfigError(WAEError, ValueError):
@@ -50,14 +51,36 @@ class ConfigError(WAEError, ValueError):
 
 @dataclass
 class ModelConfig:
-    """Which network: a registered name (``wae.list_models()``) and extra builder arguments.
+    """Which network: a registered name (``wae.list_models()``), or a backbone named as the
+    Python API names it (torchvision name, ``timm:<name>``, ``small_vgg``) built as ``arch``:
+    ``wae`` (WAENet.from_backbone), ``full`` (the plain network) or ``half`` (on the
+    half-size image, I_R). ``arch = "auto"`` is the registered model's own kind, and ``wae``
+    for a backbone name. Extra builder arguments go in ``kwargs``.
+
+    ``init`` is a checkpoint directory whose weights start the first stage run: one of the
+    same architecture (loaded exactly), or a trained full-resolution classifier, from which a
+    WAE's I_L network and s_L head (see ``WAENet.from_trained``), or a half-size network's
+    whole net, are copied.
 
     ``num_classes``, ``in_chans`` and ``input_size`` are not set here: they come from the data.
     """
 
     name: str = "wae_small_vgg_28"
+    arch: Literal["auto", "wae", "full", "half"] = "auto"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    init: str | None = None  # checkpoint dir whose weights initialise the first stage run
+    init: str | None = None
+
+
+@dataclass
+class TeacherConfig:
+    """The trained network a stage's ``distillation`` loss learns from: a checkpoint
+    directory of a classifier of the same classes, run unchanged (eval mode, no gradient) on
+    the full-resolution image. ``heads``: which WAE scores learn from it ("both" sums s_L's
+    and s_c's loss, as L_c does; "low", "fused" or their "average")."""
+
+    checkpoint: str | None = None
+    temperature: float = 4.0
+    heads: Literal["both", "low", "fused", "average"] = "both"
 
 
 @dataclass
@@ -158,7 +181,12 @@ class StageConfig:
     @property
     def classify(self) -> bool:
         """Whether the classifier runs (a transform-only stage trains the WAE alone)."""
-        return self.losses.get("classification", 0.0) > 0
+        return any(self.losses.get(k, 0.0) > 0 for k in ("classification", "distillation"))
+
+    @property
+    def distill(self) -> bool:
+        """Whether the teacher runs (the distillation loss learns from its logits)."""
+        return self.losses.get("distillation", 0.0) > 0
 
     @property
     def decode(self) -> bool:
@@ -176,6 +204,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     stages: list[StageConfig] = field(default_factory=list)
 
 

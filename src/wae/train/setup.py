@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from ..autoencoder import WaveletAutoEncoder
-from ..checkpoint import model_spec
+from ..checkpoint import CheckpointError, load_model, model_spec
 from ..data import LabeledDataset
 from ..errors import WAEError
-from ..models import WAENet, create_model
+from ..models import WAENet, build_named
 from ..models.spec import SpecError, validate_spec
 from ..runtime import autocast, is_out_of_memory
 from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
@@ -25,7 +25,14 @@ from .datasets import build_datasets, resolve_image
 from .distributed import DistEnv
 from .hooks import TrainHooks
 
-__all__ = ["RunContext", "build_data", "build_model", "configure_runtime", "new_context"]
+__all__ = [
+    "RunContext",
+    "build_data",
+    "build_model",
+    "build_teacher",
+    "configure_runtime",
+    "new_context",
+]
 
 
 @dataclass
@@ -46,6 +53,7 @@ class RunContext:
     train_ds: LabeledDataset = None  # type: ignore[assignment]
     val_ds: LabeledDataset = None  # type: ignore[assignment]
     data_meta: dict[str, Any] = field(default_factory=dict)
+    teacher: nn.Module | None = None  # frozen, for the stages' distillation loss
     tb: Any = None
 
     @property
@@ -151,8 +159,9 @@ def build_model(ctx: RunContext) -> None:
     c, meta = ctx.cfg, ctx.data_meta
     torch.manual_seed(c.seed)
     try:
-        model = create_model(
+        model = build_named(
             c.model.name,
+            c.model.arch,
             num_classes=meta["num_classes"],
             in_chans=meta["in_chans"],
             input_size=meta["input_size"],
@@ -215,3 +224,34 @@ def _check_stage_fits(model: nn.Module, name: str, k: int, s: StageConfig) -> No
                 f"top-level modules are: {', '.join(tops)} (deeper names are dotted, e.g. "
                 f"'wae.encoder')."
             )
+
+
+def build_teacher(ctx: RunContext) -> None:
+    """Load ``teacher.checkpoint`` (when a stage distils) frozen on the run's device, after
+    checking that it takes this data's images and predicts its classes."""
+    path = ctx.cfg.teacher.checkpoint
+    if not path or not any(s.distill for s in ctx.cfg.stages):
+        return
+    meta = ctx.data_meta
+    try:
+        teacher, doc = load_model(path, num_classes=meta["num_classes"])
+    except CheckpointError as e:
+        raise ConfigError(f"teacher.checkpoint: {e}") from None
+    if isinstance(teacher, WAENet) or getattr(teacher, "half", False):
+        raise ConfigError(
+            f"teacher.checkpoint {path} holds a {type(teacher).__name__}"
+            f"{' on the half-size image' if getattr(teacher, 'half', False) else ''}; the "
+            f"teacher is the trained full-resolution network (e.g. the final checkpoint of a "
+            f"fashion_mnist_baseline run)."
+        )
+    size, chans = doc["meta"].get("input_size"), doc["meta"].get("in_chans")
+    if (size, chans) != (meta["input_size"], meta["in_chans"]):
+        raise ConfigError(
+            f"teacher.checkpoint {path} was trained on {chans}-channel {size}x{size} images, "
+            f"but this run's data are {meta['in_chans']}-channel {meta['input_size']}x"
+            f"{meta['input_size']}: use a teacher trained on this data."
+        )
+    teacher.requires_grad_(False)
+    ctx.teacher = teacher.eval().to(ctx.env.device)
+    if ctx.cfg.runtime.channels_last:
+        ctx.teacher.to(memory_format=torch.channels_last)

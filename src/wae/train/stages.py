@@ -28,7 +28,7 @@ from .evaluate import evaluate
 from .loop import StageRun, log_epoch, run_epoch, val_loader
 from .objective import StageModule, make_optimizer, trainable
 from .schedule import LRSchedule, Monitor
-from .setup import RunContext, build_data, build_model, configure_runtime
+from .setup import RunContext, build_data, build_model, build_teacher, configure_runtime
 from .state import load_train_state, optimizer_from_flat, restore_rng
 
 __all__ = ["Trainer"]
@@ -93,6 +93,7 @@ class Trainer:
         for k in range(first, last + 1):  # a batch that cannot fit fails now, not after stage 1
             self._steps_per_epoch(k, ctx.cfg.stages[k - 1])
         build_model(ctx)
+        build_teacher(ctx)
         if plan.start_stage > last:
             return self._nothing_left(plan, last)
         resume_state = self._starting_point(plan)
@@ -132,7 +133,7 @@ class Trainer:
         elif plan.init_from is not None:
             ckpt.load_weights(ctx, plan.init_from, "previous stage's checkpoint")
         elif ctx.cfg.model.init:
-            ckpt.load_weights(ctx, Path(ctx.cfg.model.init), "model.init checkpoint")
+            ckpt.load_init(ctx, Path(ctx.cfg.model.init))
         self.history, self.stage_results = ckpt.restore_history(ctx, plan.start_stage, resume_state)
         return resume_state
 
@@ -234,7 +235,7 @@ class Trainer:
             )
             if s.calibrate_norms:
                 self._calibrate(k, s)
-        stage_mod = StageModule(ctx.model, s)
+        stage_mod = StageModule(ctx.model, s, ctx.teacher, ctx.cfg.teacher)
         return StageRun(
             k=k,
             s=s,

@@ -1,0 +1,556 @@
+"""`wae accelerate`: a trained full-resolution classifier in; a WAE started from its weights and
+taught by it out, beside the plain half-size alternative, both measured against it.
+
+The trained network (the teacher) is a checkpoint of ours, or a backbone name with a
+safetensors state_dict (imported once into ``OUT/teacher`` so that everything after reads
+data only). Two students train through the engine with the teacher's distillation loss, from
+the same start (the teacher's weights), for the same epochs (the stage template
+``recipes/templates/accelerate.toml``, changeable with overrides):
+
+    OUT/wae/     WAE: the three stages, I_L network and s_L head copied from the teacher
+    OUT/half/    I_R + KD: the teacher's network on the half-size image
+    OUT/results.json, OUT/results.md   the table: accuracy, MACs, latency, speed-up, verdict
+
+Before any training the WAE's MAC ratio is computed: below
+:data:`wae.cost.payoff.PAYOFF_MIN_RATIO` the command stops (``force`` goes on).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import tomllib
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import cost
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_model,
+    read_meta,
+)
+from .errors import WAEError
+from .models import PlainNet, build_named
+from .models.trained import spec_backbone
+from .runlock import RunLock
+
+__all__ = [
+    "AccelerateError",
+    "QUICK_OVERRIDES",
+    "accelerate",
+    "check_payoff",
+    "format_results",
+    "run_acceleration",
+    "student_configs",
+    "teacher_doc_from_config",
+]
+
+ROWS = {"baseline": "original (teacher)", "wae": "WAE + KD", "half": "I_R + KD"}
+# A smoke test of the whole path in well under a minute; its numbers mean nothing.
+QUICK_OVERRIDES = (
+    "data.subset=600",
+    "data.val_subset=200",
+    "eval.subset=500",
+    "eval.noise_vars=[]",
+    "stages.1.epochs=1",
+    "stages.2.epochs=1",
+    "stages.2.schedule.warmup_epochs=0",
+    "stages.3.epochs=1",
+)
+
+
+class AccelerateError(WAEError, ValueError):
+    """A trained network or option `wae accelerate` cannot work from; the message says why."""
+
+
+def _template() -> dict[str, Any]:
+    text = (resources.files("wae") / "recipes" / "templates" / "accelerate.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _teacher_doc(checkpoint: Path) -> dict[str, Any]:
+    """The teacher checkpoint's model.json, checked to hold a full-resolution network built
+    by name (so its students can be built, and rebuilt from their checkpoints)."""
+    try:
+        doc = read_meta(checkpoint)
+    except CheckpointError as e:
+        raise AccelerateError(f"--checkpoint: {e}") from None
+    name, _ = spec_backbone(doc["spec"])
+    if name is None:
+        raise AccelerateError(
+            f"{checkpoint} does not hold a full-resolution network built from a named backbone "
+            f"(it holds {doc['spec'].get('name') or doc['spec'].get('backbone')!r}, built by "
+            f"{doc['spec']['builder']!r}). Accelerate the trained full-resolution network, e.g. "
+            f"the final checkpoint of a fashion_mnist_baseline run."
+        )
+    for key in ("input_size", "in_chans", "dataset"):
+        if doc["meta"].get(key) is None:
+            raise AccelerateError(
+                f"{checkpoint}'s metadata lacks {key!r}: use a checkpoint written by `wae train` "
+                f"or imported by `wae accelerate --model ... --weights ...`."
+            )
+    return doc
+
+
+def teacher_doc_from_config(cfg: Any) -> dict[str, Any]:
+    """The model.json document a full-resolution run of `cfg` (a TrainConfig) will write, as
+    far as :func:`student_configs` reads it: to check the students' configs before the
+    teacher is trained (the demo)."""
+    from .train import resolve_image
+    from .train.config import config_to_dict
+
+    size, chans = resolve_image(cfg)
+    m = cfg.model
+    spec = (
+        {"builder": "registry", "name": m.name, "kwargs": dict(m.kwargs)}
+        if m.arch == "auto"
+        else {"builder": "plain", "backbone": m.name, "kwargs": dict(m.kwargs)}
+    )
+    meta = {"dataset": cfg.data.dataset, "input_size": size, "in_chans": chans}
+    return {"spec": spec, "meta": meta, "config": config_to_dict(cfg)}
+
+
+def student_configs(
+    checkpoint: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    *,
+    half: bool = True,
+    doc: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """{"wae": TrainConfig[, "half": TrainConfig]} of the two students of the teacher in
+    `checkpoint`: its backbone and data, the stage template, `overrides` on top.
+
+    I_R + KD gets one stage with the classifier stage's optimiser, schedule and losses (no
+    transform loss), for the classifying stages' epochs together: same start, same epochs,
+    same distillation.
+    """
+    from .train import load_config
+
+    checkpoint = Path(checkpoint)
+    doc = doc if doc is not None else _teacher_doc(checkpoint)
+    name, kwargs = spec_backbone(doc["spec"])
+    if name is None:
+        raise AccelerateError(
+            f"The trained network ({doc['spec']}) is not a full-resolution network built from "
+            f"a named backbone; accelerate e.g. small_vgg_28_full or model.name = "
+            f"'timm:resnet18' with model.arch = 'full'."
+        )
+    meta, tcfg = doc["meta"], doc.get("config") or {}
+    raw = _template()
+    raw["name"] = f"accelerate-{name}"
+    raw["seed"] = tcfg.get("seed", 0)
+    raw["model"] = {"name": name, "arch": "wae", "kwargs": kwargs, "init": str(checkpoint)}
+    data = dict(tcfg.get("data") or {"dataset": meta["dataset"], "val_fraction": 0.1})
+    raw["data"] = {**data, "input_size": meta["input_size"], "in_chans": meta["in_chans"]}
+    if tcfg.get("eval"):
+        raw["eval"] = dict(tcfg["eval"])
+    raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": str(checkpoint)}
+    wae_cfg = load_config(raw, overrides)
+    out = {"wae": wae_cfg}
+    if half:
+        out["half"] = _half_config(wae_cfg, load_config)
+    return out
+
+
+def _half_config(wae_cfg: Any, load_config: Any) -> Any:
+    """I_R + KD from the WAE's resolved config (see :func:`student_configs`)."""
+    classifying = [s for s in wae_cfg.stages if s.classify]
+    first = classifying[0]
+    stage = replace(
+        first,
+        name="classifier",
+        epochs=sum(s.epochs for s in classifying),
+        freeze=[],
+        calibrate_norms=False,
+        losses={k: w for k, w in first.losses.items() if k != "transform"},
+    )
+    model = replace(wae_cfg.model, arch="half")
+    return load_config(replace(wae_cfg, name=f"{wae_cfg.name}-half", model=model, stages=[stage]))
+
+
+# --------------------------------------------------------------------------------------------
+# The teacher given as a backbone name + safetensors weights
+# --------------------------------------------------------------------------------------------
+
+
+def _imported_teacher(
+    model: str,
+    weights: Path,
+    data: str,
+    data_dir: str | None,
+    input_size: int,
+    in_chans: int | None,
+) -> tuple[PlainNet, dict[str, Any]]:
+    """(the trained network, its checkpoint document) from a backbone name, a safetensors
+    state_dict of it and the data it was trained on; nothing is written."""
+    from safetensors.torch import load_file
+
+    from .checkpoint import model_spec
+    from .data import build_dataset
+
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise AccelerateError(
+            f"--weights {weights} is not a .safetensors file. Save your model's weights with "
+            f"safetensors.torch.save_file(model.state_dict(), 'model.safetensors') (wae never "
+            f"unpickles a .pt file), or pass a wae checkpoint directory with --checkpoint."
+        )
+    ds = build_dataset(
+        data,
+        "train",
+        data_dir=data_dir,
+        input_size=input_size,
+        in_chans=in_chans,
+        train_transforms=False,
+    )
+    net = PlainNet.from_backbone(model, num_classes=ds.num_classes, in_chans=ds.in_chans)
+    try:
+        state = load_file(weights)
+        net.net.load_state_dict(state)
+    except Exception as e:  # a corrupt file, other keys or other shapes
+        raise AccelerateError(
+            f"The weights in {weights} do not fit {model!r} with {ds.num_classes} classes and "
+            f"{ds.in_chans} channels ({str(e).splitlines()[0]}). Pass the state_dict of that "
+            f"very network, trained on {data}."
+        ) from None
+    meta = {
+        "dataset": str(data),
+        "classes": list(ds.classes),
+        "num_classes": ds.num_classes,
+        "in_chans": ds.in_chans,
+        "input_size": input_size,
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        "imported_from": str(weights),
+    }
+    config = {"seed": 0, "data": {"dataset": str(data), "data_dir": data_dir, "val_fraction": 0.1}}
+    return net, {"spec": model_spec(net), "meta": meta, "config": config}
+
+
+# --------------------------------------------------------------------------------------------
+# The command's work
+# --------------------------------------------------------------------------------------------
+
+
+def _check_options(
+    checkpoint: Any, model: Any, weights: Any, data: Any, input_size: Any, numbers: dict
+) -> None:
+    if (checkpoint is None) == (model is None):
+        raise AccelerateError(
+            "Name the trained network once: --checkpoint DIR (a wae checkpoint, e.g. "
+            "runs/full/final) or --model NAME --weights FILE.safetensors --data DATA "
+            "--input-size N."
+        )
+    if model is not None and (weights is None or data is None or input_size is None):
+        raise AccelerateError(
+            "--model needs --weights (its trained state_dict, .safetensors), --data (the "
+            "dataset or ImageFolder it was trained on) and --input-size (the image size it "
+            "takes)."
+        )
+    if checkpoint is not None and (weights or data or input_size):
+        raise AccelerateError(
+            "--weights, --data and --input-size go with --model; a --checkpoint carries its "
+            "data and size."
+        )
+    for name, (value, lo) in numbers.items():
+        if value is not None and not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= lo
+        ):
+            raise AccelerateError(f"{name} must be a number >= {lo}, got {value!r}.")
+
+
+def check_payoff(
+    cfg: Any, teacher: Any, num_classes: int, force: bool = False, log: Any = print
+) -> dict[str, Any]:
+    """The WAE's MAC ratio against the teacher before any training; stops below the
+    threshold unless `force`."""
+    d = cfg.data
+    student = build_named(
+        cfg.model.name,
+        "wae",
+        num_classes=num_classes,
+        in_chans=d.in_chans,
+        input_size=d.input_size,
+        check_payoff=False,  # reported below, with the trained network's own MACs
+        **cfg.model.kwargs,
+    )
+    p = cost.mac_payoff(student, teacher, input_size=d.input_size, in_chans=d.in_chans)
+    if not p.pays_off:
+        if not force:
+            raise AccelerateError(f"{p.message()} Pass --force to train it anyway.")
+        log(f"Warning: {p.message()} Going on (--force).")
+    return {"full_macs": p.full_macs, "wae_macs": p.wae_macs, "ratio": p.ratio}
+
+
+def accelerate(
+    output: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    input_size: int | None = None,
+    in_chans: int | None = None,
+    overrides: Sequence[str] = (),
+    half: bool = True,
+    force: bool = False,
+    overwrite: bool = False,
+    quick: bool = False,
+    latency_batch: int = 256,
+    threads: int | None = None,
+    min_run_time: float = 2.0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Accelerate a trained full-resolution classifier; returns results.json's dict.
+
+    The trained network is `checkpoint` (a wae checkpoint), or `model` (a backbone name) with
+    `weights` (a safetensors state_dict), `data` and `input_size`. Every option, the students'
+    configs (with `overrides`) and the MAC ratio are checked before anything is written.
+    Re-running reuses finished runs (same config) and continues unfinished ones.
+    """
+    numbers = {
+        "latency batch": (latency_batch, 1),
+        "threads": (threads, 1),
+        "min run time": (min_run_time, 0.01),
+    }
+    _check_options(checkpoint, model, weights, data, input_size, numbers)
+    lock = RunLock(output, "wae accelerate")  # checks the path
+    overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
+    if checkpoint is not None:
+        tdir = Path(checkpoint)
+        doc = _teacher_doc(tdir)
+        teacher = load_model(tdir)[0]
+    else:
+        tdir = lock.dir / "teacher"
+        teacher, doc = _imported_teacher(model, Path(weights), data, data_dir, input_size, in_chans)
+    configs = student_configs(tdir, overrides, half=half, doc=doc)
+    payoff = check_payoff(configs["wae"], teacher, doc["meta"]["num_classes"], force, log)
+    lock.check()
+    with lock:
+        if checkpoint is None:
+            _save_teacher(tdir, teacher, doc)
+        return run_acceleration(
+            lock.dir,
+            tdir,
+            configs,
+            overwrite=overwrite,
+            quick=quick,
+            payoff=payoff,
+            latency_batch=latency_batch,
+            threads=threads,
+            min_run_time=min_run_time,
+            log=log,
+        )
+
+
+def run_acceleration(
+    out: Path,
+    tdir: Path,
+    configs: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    quick: bool = False,
+    payoff: dict[str, Any] | None = None,
+    latency_batch: int = 256,
+    threads: int | None = None,
+    min_run_time: float = 2.0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """The work once everything is checked and `out` is held: score the teacher in `tdir`,
+    train the students of `configs` (:func:`student_configs`) into OUT/<key>, time all in one
+    run, write results.json and results.md; returns results.json's dict."""
+    t0 = time.perf_counter()
+    log(f"[accelerate] scoring the trained network {tdir} on the test set")
+    base = _evaluate(tdir, configs["wae"])
+    with warnings.catch_warnings():  # the pay-off was reported (or waived) before any work
+        warnings.simplefilter("ignore", cost.PayoffWarning)
+        trained = _train(out, configs, overwrite, log)
+        train_s = time.perf_counter() - t0
+        models = {
+            "baseline": load_model(tdir)[0],
+            **{k: load_model(r["final_checkpoint"])[0] for k, r in trained.items()},
+        }
+    timing = _time(models, configs["wae"], latency_batch, threads, min_run_time, log)
+    results = _results(out, tdir, base, trained, timing, latency_batch)
+    results.update(quick=quick, payoff=payoff, train_seconds=round(train_s, 1))
+    results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
+    return results
+
+
+def _save_teacher(tdir: Path, teacher: Any, doc: dict[str, Any]) -> None:
+    from .checkpoint import save_checkpoint
+
+    if (tdir / "model.json").is_file() and read_meta(tdir)["meta"] == doc["meta"]:
+        return  # imported by an earlier run of this command
+    save_checkpoint(tdir, teacher, meta=doc["meta"], config=doc["config"])
+
+
+def _evaluate(tdir: Path, cfg: Any) -> dict[str, Any]:
+    """The teacher's test scores on the students' test set (the same images and settings)."""
+    from .train import evaluate_checkpoint
+
+    e = cfg.eval
+    return evaluate_checkpoint(
+        tdir,
+        data=cfg.data.dataset,
+        data_dir=cfg.data.data_dir,
+        split=e.split,
+        subset=e.subset,
+        noise_vars=e.noise_vars,
+        batch_size=e.batch_size,
+        device=cfg.runtime.device,
+        seed=cfg.seed,
+    )
+
+
+def _train(out: Path, configs: dict[str, Any], overwrite: bool, log: Any) -> dict[str, Any]:
+    """Train (or reuse) each student into OUT/<key>; each is a run_training result."""
+    from .train import run_training
+
+    trained: dict[str, Any] = {}
+    for key, cfg in configs.items():
+        log(f"[accelerate] training {ROWS[key]} into {out / key}")
+        trained[key] = run_training(cfg, out / key, resume=not overwrite, overwrite=overwrite)
+        if not trained[key].get("complete"):
+            raise AccelerateError(
+                f"The {key} run in {out / key} did not complete; run the command again to "
+                f"continue it."
+            )
+    return trained
+
+
+def _time(
+    models: dict[str, Any],
+    cfg: Any,
+    latency_batch: int,
+    threads: int | None,
+    min_run: float,
+    log: Any,
+) -> dict[int, Any]:
+    """`cost.compare` of the models at the latency batch and at batch 1, interleaved."""
+    log(f"[accelerate] timing {', '.join(models)} (batch {latency_batch} and batch 1)")
+    return {
+        bs: cost.compare(
+            models,
+            cfg.data.input_size,
+            batch_size=bs,
+            in_chans=cfg.data.in_chans,
+            threads=threads,
+            min_run_time=min_run,
+            reference="baseline",
+        )
+        for bs in dict.fromkeys((latency_batch, 1))
+    }
+
+
+def _results(
+    out: Path,
+    tdir: Path,
+    base: dict[str, Any],
+    trained: dict[str, Any],
+    timing: dict[int, Any],
+    latency_batch: int,
+) -> dict[str, Any]:
+    """results.json's dict (without durations and pay-off) from the scores and timings."""
+    main = timing[latency_batch]
+    tests = {"baseline": base, **{k: r["test"] for k, r in trained.items()}}
+    results: dict[str, Any] = {"teacher_checkpoint": str(tdir)}
+    for key, test in tests.items():
+        prof = main["profiles"][key]
+        results[key] = {
+            "top1": test["top1"],
+            "top5": test["top5"],
+            "macs": prof.macs / latency_batch,  # per image (timing ran whole batches)
+            "params": prof.params,
+            "latency_ms": prof.latency.median_ms,
+            "latency_iqr_ms": prof.latency.iqr_ms,
+            "memory_format": prof.latency.memory_format,
+            "latency_ms_batch1": timing[1]["profiles"][key].latency.median_ms,
+            "speedup": main["speedup"][key],
+            "speedup_batch1": timing[1]["speedup"][key],
+            "mac_ratio": main["mac_ratio"][key],
+            "noise": test.get("noise", []),
+            "checkpoint": str(tdir) if key == "baseline" else trained[key]["final_checkpoint"],
+        }
+    results["speedup"] = results["wae"]["speedup"]
+    results["speedup_batch1"] = results["wae"]["speedup_batch1"]
+    results["mac_ratio"] = results["wae"]["mac_ratio"]
+    results["test_images"] = base["num_images"]
+    results["latency_batch_size"] = latency_batch
+    results["settings"] = main["settings"]
+    results["machine"] = main["machine"]
+    results["wae_parts_macs"] = {
+        k: v.macs / latency_batch for k, v in main["profiles"]["wae"].ops.parts.items()
+    }
+    results["configs"] = {k: r["config"] for k, r in trained.items()}
+    results["verdict"] = verdict_lines(results)
+    return results
+
+
+def verdict_lines(r: dict[str, Any]) -> list[str]:
+    """The verdict: what WAE keeps at what speed, and what it adds over plain resizing (2 SE
+    of the test set decide; within them it is "inconclusive")."""
+    from .reproduce.verdicts import se_diff, verdict
+
+    n, bs = r["test_images"], r["latency_batch_size"]
+    base, wae = r["baseline"]["top1"], r["wae"]["top1"]
+    two_se = 2 * se_diff(wae, base, n)
+    lines = [
+        f"WAE keeps {wae:.2f} % of the original's {base:.2f} % top-1 ({wae - base:+.2f} "
+        f"points; 2 SE = {two_se:.2f}) at {r['speedup']:.2f}x the speed (batch {bs})."
+    ]
+    if "half" in r:
+        half = r["half"]["top1"]
+        margin = wae - half
+        v = verdict(margin, se_diff(wae, half, n))
+        meaning = {
+            "holds": "WAE adds accuracy over plain resizing here.",
+            "does not hold": "plain resizing is better on this data: use I_R + KD instead.",
+            "inconclusive": "within 2 SE, so on this data WAE adds nothing measurable over "
+            "plain resizing.",
+        }[v]
+        lines.append(
+            f"Against half-size input with the same distillation (I_R + KD: {half:.2f} % at "
+            f"{r['half']['speedup']:.2f}x): {margin:+.2f} points, {meaning}"
+        )
+    return lines
+
+
+def format_results(r: dict[str, Any]) -> str:
+    """The table (Markdown) and verdict from results.json's dict."""
+    bs = r["latency_batch_size"]
+    rows = [
+        f"| model | test top-1 % | top-5 % | MMACs / image | CPU ms (batch {bs}) | speed-up | "
+        f"CPU ms (batch 1) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in ROWS.items():
+        if key not in r:
+            continue
+        m = r[key]
+        rows.append(
+            f"| {label} | {m['top1']:.2f} | {m['top5']:.2f} | {m['macs'] / 1e6:.1f} | "
+            f"{m['latency_ms']:.1f} ± {m['latency_iqr_ms']:.1f} | {m['speedup']:.2f}x | "
+            f"{m['latency_ms_batch1']:.2f} |"
+        )
+    s, mach = r["settings"], r["machine"]
+    return "\n".join(
+        [
+            *(["**QUICK smoke test: the numbers below mean nothing.**", ""] if r["quick"] else []),
+            *rows,
+            "",
+            *r["verdict"],
+            f"MAC ratio {r['mac_ratio']:.2f}x. Machine: {mach.get('cpu_model')}, "
+            f"{s['threads']} threads, {s['dtype']}, eager PyTorch {mach.get('torch_version')}; "
+            f"training took {r['train_seconds']:.0f} s.",
+        ]
+    )
