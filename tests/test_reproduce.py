@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from wae.accelerate import kd_settings
 from wae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from wae.cli import build_parser
 from wae.cost import count_ops
 from wae.data import DEFAULT_FASHION_MNIST_DIR
 from wae.models import WAENet, create_model
 from wae.models.pruned import changed_shapes
+from wae.models.trained import init_from_trained
 from wae.reproduce import (
     PAPER,
     ReproduceOptions,
@@ -29,7 +31,9 @@ from wae.reproduce import (
 from wae.reproduce.analysis import decomposition_stats
 from wae.reproduce.measure import aggregate
 from wae.reproduce.methods import (
+    BEYOND_KEYS,
     METHOD_KEYS,
+    METHODS,
     ReproduceError,
     auto_subset,
     classifier_epochs,
@@ -43,11 +47,11 @@ from wae.reproduce.plan import resolve_jobs, seed_configs
 from wae.reproduce.pruning import taylor_prune
 from wae.reproduce.report import write_report
 from wae.reproduce.rundirs import run_status
-from wae.reproduce.starts import make_il_init
+from wae.reproduce.starts import kd_teacher_dir, make_il_init, make_kd_teacher
 from wae.reproduce.training import eval_stage2, run_in_processes
 from wae.reproduce.verdicts import se_diff, verdict
 from wae.train import build_datasets, evaluate, load_config
-from wae.train.config import StageConfig, config_to_dict, fingerprint
+from wae.train.config import StageConfig, TeacherConfig, config_to_dict, fingerprint
 from wae.train.engine import StageModule
 from wae.wavelet import WaveletDecomposer
 
@@ -140,6 +144,7 @@ def test_every_method_builds_and_takes_a_training_step(recipes):
             "kwargs": {"base": "small_vgg_28_full", "shapes": shapes, "width": 8},
             "init": "unused",
         },
+        kd_teacher="unused",
     )
     assert set(cfgs) == set(METHOD_KEYS) - {"wae_noft"}
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
@@ -149,13 +154,19 @@ def test_every_method_builds_and_takes_a_training_step(recipes):
             model.load_state_dict(pruned.state_dict())  # the recorded shapes rebuild it
         if key == "il":
             assert isinstance(model, WAENet) and model.high_net is None
+        teacher = None
+        if cfg["teacher"]["checkpoint"]:  # the distillation rows: what model.init does
+            teacher = full
+            report = init_from_trained(model, full)
+            assert "fresh" not in report.get("head_low", ""), report
         for raw in cfg["stages"]:
             stage = StageConfig(**{k: v for k, v in raw.items() if k != "schedule"})
             params = [
                 p for n, p in model.named_parameters() if not n.startswith(tuple(stage.freeze))
             ]
             opt = torch.optim.SGD(params, lr=1e-3)
-            loss, terms, _ = StageModule(model, stage)(x, y)
+            module = StageModule(model, stage, teacher, TeacherConfig(**cfg["teacher"]))
+            loss, terms, _ = module(x, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -242,10 +253,72 @@ def test_seed_configs_are_derived_once(tmp_path, recipes):
     }
     seeded = load_config(wae_cfg, ["seed=2"])
     again = derive_configs(
-        seeded, base_cfg, seed=2, quick=True, il_init=str(il_init), taylor_model=spec
+        seeded,
+        base_cfg,
+        seed=2,
+        quick=True,
+        il_init=str(il_init),
+        taylor_model=spec,
+        kd_teacher=sc.configs["wae_kd"]["teacher"]["checkpoint"],
     )
     assert {k: again[k] for k in sc.configs} == sc.configs
     assert sc.derivation.taylor(spec) == again["taylor"]
+
+
+def test_distillation_rows_start_from_and_learn_from_the_full_run(tmp_path, recipes):
+    wae_cfg, base_cfg = recipes
+    cfgs = seed_configs(tmp_path, wae_cfg, base_cfg, 1, False, 1e6).configs
+    teacher = str(kd_teacher_dir(tmp_path, cfgs["full"], 1))
+    assert Path(teacher).parent == tmp_path / "runs" / "full" / "seed1"
+    losses, table = kd_settings()  # `wae accelerate`'s stage template
+    assert losses == {"classification": 0.3, "distillation": 0.7}
+    assert cfgs["wae"]["teacher"]["checkpoint"] is None  # the paper's rows learn from labels
+    for key in BEYOND_KEYS:
+        c = cfgs[key]
+        assert c["model"]["init"] == teacher and c["teacher"]["checkpoint"] == teacher, key
+        assert c["teacher"] == {**table, "checkpoint": teacher}
+        assert c["data"] == cfgs["wae"]["data"] and c["eval"] == cfgs["wae"]["eval"]
+    # WAE + distillation: the WAE's stages, stages 2 and 3 distilling (3 keeps its transform).
+    kd, wae = cfgs["wae_kd"], cfgs["wae"]
+    assert {**kd["model"], "init": None} == wae["model"]
+    assert [s["losses"] for s in kd["stages"]] == [
+        wae["stages"][0]["losses"],
+        losses,
+        {**losses, "transform": wae["stages"][2]["losses"]["transform"]},
+    ]
+    for a, b in zip(kd["stages"], wae["stages"], strict=True):
+        assert {**a, "losses": None} == {**b, "losses": None}  # epochs, optimiser, freeze, ...
+    # I_R + distillation: the half-size network's config (budget E_c), distilling.
+    h, half = cfgs["half_kd"], cfgs["half"]
+    assert {**h["model"], "init": None} == half["model"]
+    assert h["stages"][0]["losses"] == losses
+    assert {**h["stages"][0], "losses": None} == {**half["stages"][0], "losses": None}
+    assert h["stages"][0]["epochs"] == classifier_epochs(config_to_dict(wae_cfg))
+    # A full network trained otherwise is another teacher: a new path, new fingerprints.
+    other = seed_configs(
+        tmp_path, wae_cfg, load_config(base_cfg, ["stages.1.lr=0.01"]), 1, False, 1e6
+    )
+    for key in BEYOND_KEYS:
+        assert other.configs[key]["model"]["init"] != teacher
+        assert fingerprint(other.configs[key]) != fingerprint(cfgs[key])
+    # Trained after what they start from (the full run), after every row of the paper's.
+    order = training.TRAIN_ORDER
+    for m in METHODS:
+        if m.trained == "engine":
+            assert all(order.index(n) < order.index(m.key) for n in m.needs), m.key
+    assert order[-len(BEYOND_KEYS) :] == BEYOND_KEYS
+
+
+def test_kd_teacher_copies_the_full_run_once(tmp_path):
+    full = create_model("small_vgg_28_full", **DIMS, width=8)
+    save_checkpoint(tmp_path / "full" / "final", full, meta=dict(DIMS), config={"seed": 0})
+    dest = make_kd_teacher(tmp_path / "full", tmp_path / "full" / "teacher-x")
+    copy_model, doc = load_model(dest)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(copy_model(x), full.eval()(x))
+    assert doc["meta"]["source"] == str(tmp_path / "full" / "final")
+    (tmp_path / "full" / "final" / "model.json").unlink()  # made once: not read again
+    assert make_kd_teacher(tmp_path / "full", dest) == dest
 
 
 @needs_fmnist
@@ -521,6 +594,29 @@ def test_verdict_edge_cases():
     assert v["wae_vs_full"]["verdict"] == "holds" and "seed spread" in v["wae_vs_full"]["note"]
 
 
+def test_verdicts_beyond_the_paper_only_for_rows_that_ran():
+    base = fake_results()
+    assert not any(c.get("beyond") for c in claims(base))  # an older results.json: none
+    assert "Beyond the paper" not in format_report(base)
+    r = fake_results(wae_kd=92.5, half_kd=90.0)
+    assert [c for c in claims(r) if not c.get("beyond")] == claims(base)  # the paper's as before
+    v = _verdicts(r)
+    for cid in ("kd_wae_vs_full", "kd_wae_vs_kd_ir", "kd_improves_wae"):
+        assert v[cid]["verdict"] == "holds" and v[cid]["paper"] == "beyond the paper", cid
+    assert v["kd_improves_wae"]["margin"] == pytest.approx(1.0)
+    v = _verdicts(fake_results(wae_kd=90.0, half_kd=91.5))
+    for cid in ("kd_wae_vs_full", "kd_wae_vs_kd_ir", "kd_improves_wae"):
+        assert v[cid]["verdict"] == "does not hold", cid
+    # Within 2 SE: no gain over WAE shown, and no loss against full.
+    v = _verdicts(fake_results(wae_kd=91.8))
+    assert v["kd_improves_wae"]["verdict"] == "inconclusive"
+    assert v["kd_wae_vs_full"]["verdict"] == "holds"
+    assert "kd_wae_vs_kd_ir" not in v  # I_R + distillation was not run
+    text = format_report(r)
+    assert "## Beyond the paper" in text and "| WAE_KD | 7.50 |" in text
+    assert "WAE_KD (ours, beyond the paper)" in text and "WAE_KD (beyond the paper):" in text
+
+
 def test_figures_keep_one_style_per_method_and_hide_no_point(tmp_path):
     styles = figures.METHOD_STYLES
     assert set(styles) == set(METHOD_KEYS)
@@ -528,6 +624,9 @@ def test_figures_keep_one_style_per_method_and_hide_no_point(tmp_path):
     # WAE and "WAE w/o stage 3" share a latency: a larger hollow ring drawn under the star.
     ring, star = styles["wae_noft"], styles["wae"]
     assert ring.size > star.size and not ring.filled
+    # The distillation rows share their network's latency: larger hollow markers around it.
+    for kd, plain in (("wae_kd", "wae"), ("half_kd", "half")):
+        assert styles[kd].size > styles[plain].size and not styles[kd].filled
     order = {
         label: z for z, label, _ in figures._styles(["WAE", "noft"], {"WAE": star, "noft": ring})
     }

@@ -40,6 +40,7 @@ from .errors import WAEError
 from .models import PlainNet, build_named
 from .models.trained import spec_backbone
 from .runlock import RunLock
+from .train.setup import recipe_code
 
 __all__ = [
     "AccelerateError",
@@ -47,6 +48,7 @@ __all__ = [
     "accelerate",
     "check_payoff",
     "format_results",
+    "kd_settings",
     "run_acceleration",
     "student_configs",
     "teacher_doc_from_config",
@@ -73,6 +75,14 @@ class AccelerateError(WAEError, ValueError):
 def _template() -> dict[str, Any]:
     text = (resources.files("wae") / "recipes" / "templates" / "accelerate.toml").read_text()
     return tomllib.loads(text)
+
+
+def kd_settings() -> tuple[dict[str, float], dict[str, Any]]:
+    """(the classifier stage's losses, the [teacher] table without its checkpoint) of the
+    stage template: how this command distils, for others that distil the same way."""
+    raw = _template()
+    stage = next(s for s in raw["stages"] if s["name"] == "classifier")
+    return dict(stage["losses"]), dict(raw.get("teacher", {}))
 
 
 def _teacher_doc(checkpoint: Path) -> dict[str, Any]:
@@ -299,6 +309,7 @@ def accelerate(
     input_size: int | None = None,
     in_chans: int | None = None,
     overrides: Sequence[str] = (),
+    allow_code: Sequence[str] = (),
     half: bool = True,
     force: bool = False,
     overwrite: bool = False,
@@ -311,8 +322,10 @@ def accelerate(
     """Accelerate a trained full-resolution classifier; returns results.json's dict.
 
     The trained network is `checkpoint` (a wae checkpoint), or `model` (a backbone name) with
-    `weights` (a safetensors state_dict), `data` and `input_size`. Every option, the students'
-    configs (with `overrides`) and the MAC ratio are checked before anything is written.
+    `weights` (a safetensors state_dict), `data` and `input_size`. `allow_code`: your own
+    backbone factory ("pkg.module:function") a checkpoint may be built with. Every option,
+    the students' configs (with `overrides`) and the MAC ratio are checked before anything is
+    written.
     Re-running reuses finished runs (same config) and continues unfinished ones.
     """
     numbers = {
@@ -326,7 +339,10 @@ def accelerate(
     if checkpoint is not None:
         tdir = Path(checkpoint)
         doc = _teacher_doc(tdir)
-        teacher = load_model(tdir)[0]
+        try:
+            teacher = load_model(tdir, allow_code=allow_code)[0]
+        except CheckpointError as e:
+            raise AccelerateError(f"--checkpoint: {e}") from None
     else:
         tdir = lock.dir / "teacher"
         teacher, doc = _imported_teacher(model, Path(weights), data, data_dir, input_size, in_chans)
@@ -368,14 +384,17 @@ def run_acceleration(
     run, write results.json and results.md; returns results.json's dict."""
     t0 = time.perf_counter()
     log(f"[accelerate] scoring the trained network {tdir} on the test set")
-    base = _evaluate(tdir, configs["wae"])
+    code = recipe_code(configs["wae"])  # the backbone the teacher was accepted with
+    base = _evaluate(tdir, configs["wae"], code)
     with warnings.catch_warnings():  # the pay-off was reported (or waived) before any work
         warnings.simplefilter("ignore", cost.PayoffWarning)
         trained = _train(out, configs, overwrite, log)
         train_s = time.perf_counter() - t0
         models = {
-            "baseline": load_model(tdir)[0],
-            **{k: load_model(r["final_checkpoint"])[0] for k, r in trained.items()},
+            "baseline": load_model(tdir, allow_code=code)[0],
+            **{
+                k: load_model(r["final_checkpoint"], allow_code=code)[0] for k, r in trained.items()
+            },
         }
     timing = _time(models, configs["wae"], latency_batch, threads, min_run_time, log)
     results = _results(out, tdir, base, trained, timing, latency_batch)
@@ -394,7 +413,7 @@ def _save_teacher(tdir: Path, teacher: Any, doc: dict[str, Any]) -> None:
     save_checkpoint(tdir, teacher, meta=doc["meta"], config=doc["config"])
 
 
-def _evaluate(tdir: Path, cfg: Any) -> dict[str, Any]:
+def _evaluate(tdir: Path, cfg: Any, allow_code: Sequence[str]) -> dict[str, Any]:
     """The teacher's test scores on the students' test set (the same images and settings)."""
     from .train import evaluate_checkpoint
 
@@ -409,6 +428,7 @@ def _evaluate(tdir: Path, cfg: Any) -> dict[str, Any]:
         batch_size=e.batch_size,
         device=cfg.runtime.device,
         seed=cfg.seed,
+        allow_code=allow_code,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import WAEError
-from .models.spec import MAX_SIZE, SpecError, validate_spec
+from .models.spec import MAX_SIZE, SpecError, is_factory_name, validate_spec
 
 __all__ = [
     "CheckpointError",
@@ -204,20 +204,48 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
 def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read (model.json document, state_dict) from a checkpoint directory; nothing unpickled."""
     doc = read_meta(directory)
+    return doc, _read_weights(directory)
+
+
+def _read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(Path(directory) / WEIGHTS)
+        return load_file(Path(directory) / WEIGHTS)
     except Exception as e:
         raise CheckpointError(f"Could not read the checkpoint in {directory}: {e}") from e
-    return doc, state
 
 
-def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+def _allowed_names(allow_code: Collection[str]) -> set[str]:
+    """`allow_code` as a set, each checked to be a "pkg.module:function" name."""
+    names = {allow_code} if isinstance(allow_code, str) else set(allow_code)
+    for name in names:
+        if not is_factory_name(name):
+            raise CheckpointError(
+                f"--allow-code (allow_code) takes names of your own functions as "
+                f"'pkg.module:function' (dotted Python names, one colon), got {name!r}."
+            )
+    return names
+
+
+def _check_allowed(spec: Mapping[str, Any], allow_code: Collection[str]) -> None:
+    """Refuse a spec whose backbone is a user's factory ("pkg.module:function") that the
+    caller has not allowed by that exact name: a checkpoint never selects code to import."""
+    name = spec.get("backbone")
+    if is_factory_name(name) and name not in _allowed_names(allow_code):
+        raise CheckpointError(
+            f"This checkpoint's network is built by your own code {name!r}. A checkpoint "
+            f"never selects code by itself: pass --allow-code {name} (Python: "
+            f"allow_code=[{name!r}]) if you trust it."
+        )
+
+
+def build_from_spec(spec: Mapping[str, Any], *, allow_code: Collection[str] = ()) -> nn.Module:
     """Rebuild an (untrained) model from a spec recorded by create_model / from_backbone.
 
     The spec is validated first (:func:`wae.models.spec.validate_spec`): a builder only ever
-    gets the keys it may take from a file, bounded. A spec that validates but does not build
-    (an argument that builder does not take, a layer the base model lacks) is a
-    CheckpointError too.
+    gets the keys it may take from a file, bounded. A backbone that is a user's factory
+    ("pkg.module:function") is imported only if `allow_code` holds that exact name. A spec
+    that validates but does not build (an argument that builder does not take, a layer the
+    base model lacks) is a CheckpointError too.
     """
     from .models import PlainNet, WAENet, create_model
 
@@ -225,6 +253,7 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         spec = validate_spec(spec)
     except SpecError as e:
         raise CheckpointError(str(e)) from None
+    _check_allowed(spec, allow_code)
     kind, kwargs = spec["builder"], dict(spec.get("kwargs", {}))
     try:
         if kind == "registry":
@@ -238,14 +267,19 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         ) from e
 
 
-def _check_fits(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: Path) -> None:
+def _check_fits(
+    spec: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    where: Path,
+    allow_code: Collection[str] = (),
+) -> None:
     """Refuse a spec whose architecture does not match the weights file, before building it
     for real: built on the meta device (no memory, global RNG untouched), its tensor shapes
     are compared with the file's. So a spec cannot make us allocate more than its weights
     file holds (e.g. a width edited to a huge value)."""
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            model = build_from_spec(spec)
+            model = build_from_spec(spec, allow_code=allow_code)
     except CheckpointError:
         raise
     except Exception:  # a builder that reads tensor values cannot run on meta: build for real
@@ -274,16 +308,24 @@ def check_num_classes(
 
 
 def load_model(
-    directory: str | os.PathLike, *, num_classes: int | None = None
+    directory: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    allow_code: Collection[str] = (),
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint and load its weights: (model in eval mode, document).
 
     `num_classes`, if given, must match the checkpoint's (a clear error otherwise).
+    `allow_code`: the names of your own backbone factories ("pkg.module:function") that this
+    checkpoint may build its network with; any other such name is refused, never imported.
     """
-    doc, state = load_checkpoint(directory)
+    _allowed_names(allow_code)  # the option first
+    doc = read_meta(directory)
+    _check_allowed(doc["spec"], allow_code)  # before the weights are read
+    state = _read_weights(directory)
     check_num_classes(doc, num_classes, directory)
-    _check_fits(doc["spec"], state, Path(directory))
-    model = build_from_spec(doc["spec"])
+    _check_fits(doc["spec"], state, Path(directory), allow_code)
+    model = build_from_spec(doc["spec"], allow_code=allow_code)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def export_checkpoint(
     optimize: bool = False,
     check_batch: int = 3,
     atol: float = 1e-4,
+    allow_code: Collection[str] = (),
 ) -> dict[str, Any]:
     """Export `checkpoint` (a `wae train` checkpoint directory) or the registered model
     `model_name` (untrained) to ONNX and check it; returns a summary dict.
@@ -51,7 +53,8 @@ def export_checkpoint(
     The file is written under a temporary name and only renamed to `output` once ONNX Runtime's
     logits on a seeded batch of `check_batch` (or `batch_size`) images are within `atol` of
     PyTorch's; otherwise ExportError is raised and an earlier file at `output` is kept.
-    Every option and `output` are checked before the model is loaded.
+    Every option and `output` are checked before the model is loaded. `allow_code`: your own
+    backbone factories the checkpoint may be built with (see :func:`wae.checkpoint.load_model`).
     """
     t0 = time.perf_counter()
     if (checkpoint is None) == (model_name is None):
@@ -63,7 +66,9 @@ def export_checkpoint(
         check_input_size(input_size, "input_size (--input-size)")
     if num_classes is not None and not (type(num_classes) is int and num_classes >= 1):
         raise ExportError(f"num_classes (--num-classes) must be >= 1, got {num_classes!r}.")
-    out, (model, meta, origin) = _load(checkpoint, model_name, output, num_classes, input_size)
+    out, (model, meta, origin) = _load(
+        checkpoint, model_name, output, num_classes, input_size, allow_code
+    )
     h, w = _size(input_size, model, meta)
     chans = int(in_chans if in_chans is not None else _default_chans(model, meta))
     metadata = {k: v for k, v in meta.items() if k not in ("input_size", "in_chans")}
@@ -99,12 +104,13 @@ def _load(
     output: str | os.PathLike[str] | None,
     num_classes: int | None,
     input_size: int | None,
+    allow_code: Collection[str] = (),
 ) -> tuple[Path, tuple[nn.Module, dict[str, Any], dict[str, Any]]]:
     """(the output path, checked before anything is loaded; (model, metadata, origin))."""
     if checkpoint is not None:
         out = Path(output) if output is not None else Path(checkpoint) / "model.onnx"
         check_output_file(out, "The ONNX file (--output)")
-        return out, _from_checkpoint(Path(checkpoint), num_classes)
+        return out, _from_checkpoint(Path(checkpoint), num_classes, allow_code)
     out = Path(output) if output is not None else Path(f"{model_name}.onnx")
     check_output_file(out, "The ONNX file (--output)")
     return out, _from_registry(str(model_name), num_classes, input_size)
@@ -139,10 +145,10 @@ def _default_chans(model: nn.Module, meta: dict[str, Any]) -> int:
 
 
 def _from_checkpoint(
-    directory: Path, num_classes: int | None
+    directory: Path, num_classes: int | None, allow_code: Collection[str] = ()
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(model in eval mode, its metadata with input_size/in_chans filled in, its origin)."""
-    model, doc = load_model(directory, num_classes=num_classes)
+    model, doc = load_model(directory, num_classes=num_classes, allow_code=allow_code)
     meta = dict(doc.get("meta") or {})
     spec = doc.get("spec", {})
     defaults: dict[str, Any] = {}

@@ -44,6 +44,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data-dir", default=None, help="with --model: where the dataset lives")
     src.add_argument("--input-size", type=int, default=None, help="with --model: image size")
     src.add_argument("--in-chans", type=int, default=None, help="with --model: 1 or 3")
+    src.add_argument(
+        "--allow-code",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="your own backbone factory (pkg.module:function) the checkpoint is built with",
+    )
     p.add_argument("--output", "-o", required=True, help="where everything is written")
     add_set_argument(p, help="override values of the students' config (as wae train --set)")
     p.add_argument("--no-half", action="store_true", help="skip the I_R + KD alternative")
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         in_chans=args.in_chans,
         overrides=args.overrides,
+        allow_code=args.allow_code,
         half=not args.no_half,
         force=args.force,
         overwrite=args.overwrite,

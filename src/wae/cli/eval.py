@@ -60,6 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument(
+        "--allow-code",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="let the checkpoint build its network with your own function 'pkg.module:function' "
+        "(exactly this name; a checkpoint never imports code by itself)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", default=None, help="also write the JSON result to this file")
     p.set_defaults(run=run)
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         num_workers=args.num_workers,
+        allow_code=args.allow_code,
     )
     if args.output:
         atomic_write_json(args.output, result)

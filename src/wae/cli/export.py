@@ -59,6 +59,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--check-batch", type=int, default=3, help="batch size of the parity check")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed")
+    p.add_argument(
+        "--allow-code",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="let the checkpoint build its network with your own function 'pkg.module:function' "
+        "(exactly this name; a checkpoint never imports code by itself)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         optimize=args.optimize,
         check_batch=args.check_batch,
         atol=args.atol,
+        allow_code=args.allow_code,
     )
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -26,11 +26,13 @@ examples:
 methods: full resolution, I_R (half-size input), Wavelet+CNN, cA alone, Decomposition+CNN,
 WAE without stage 3 (the WAE run's stage-2 checkpoint), WAE, I_L alone (WAE from stage 1,
 frozen), Taylor pruning of the full network to about the WAE's MACs. ThiNet is not run (see
-the report).
+the report). Beyond the paper: WAE + distillation and I_R + distillation, started from and
+taught by the trained full network (as `wae accelerate`).
 
 budget: every classifier trains for the WAE recipe's stage 2 + stage 3 epochs; without
---subset the training subset is the largest that the time estimate fits into
---budget-minutes, at most the recipe's data.subset. --set KEY=VALUE applies to the WAE recipe,
+--subset the training subset is the largest that the time estimate of the paper's methods
+fits into --budget-minutes (the distillation rows come on top), at most the recipe's
+data.subset. --set KEY=VALUE applies to the WAE recipe,
 from which every method takes its data, evaluation and backbone; the baseline recipe
 contributes only its training stage.
 

@@ -113,9 +113,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     elif result.get("complete") and result.get("final_checkpoint"):
+        from ..train.setup import recipe_code
+
+        allow = "".join(f" --allow-code {name}" for name in recipe_code(cfg))
         print(
             f"done: {result['final_checkpoint']}  (evaluate: wae eval --checkpoint "
-            f"{result['final_checkpoint']})"
+            f"{result['final_checkpoint']}{allow})"
         )
     elif result.get("stopped"):
         # The run's own config.json holds every --set value: no override to repeat.

@@ -4,6 +4,7 @@ A backbone can be given as
 - a torchvision classification model name ("vgg16", "resnet50", "mobilenet_v3_small", ...),
 - "timm:<name>" for any timm model,
 - the name of one of our small backbones ("small_vgg"),
+- "pkg.module:function", a user's own function returning a classifier (imported by name),
 - an nn.Module: a classifier (its last 4-D activation before global pooling is found by
   tracing) or a feature extractor returning (N, C, h, w), or any model with timm's
   `forward_features`.
@@ -15,13 +16,17 @@ tokens of a transformer). Its quarter-width twin (the I_H branch) is built in `_
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..autoencoder import check_count
 from ..errors import WAEError
+from .spec import is_factory_name
 
 __all__ = [
     "BackboneError",
@@ -29,6 +34,7 @@ __all__ = [
     "build_classifier",
     "build_features",
     "check_backbone_name",
+    "import_factory",
     "set_in_chans",
 ]
 
@@ -84,6 +90,8 @@ def build_classifier(
             f"A backbone is a model name or an nn.Module, got {type(spec).__name__}."
         )
     try:
+        if is_factory_name(spec):
+            return _factory_classifier(spec, num_classes, in_chans, pretrained, kwargs)
         if spec.startswith("timm:"):
             return _timm_classifier(spec[len("timm:") :], num_classes, in_chans, pretrained, kwargs)
         return _named_classifier(spec, num_classes, in_chans, pretrained, kwargs)
@@ -108,6 +116,9 @@ def check_backbone_name(name: str) -> None:
             hint = f" Similar: {', '.join(close)}." if close else ""
             raise BackboneError(f"timm has no model {name[5:]!r}.{hint} See timm.list_models().")
         return
+    if is_factory_name(name):
+        import_factory(name)
+        return
     if name in _small_backbones():
         return
     import torchvision
@@ -115,9 +126,75 @@ def check_backbone_name(name: str) -> None:
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise BackboneError(
             f"Unknown backbone {name!r}. Use a torchvision classification model name (e.g. "
-            f"'vgg16', 'resnet18'), 'timm:<name>' for a timm model, or one of "
-            f"{sorted(_small_backbones())}."
+            f"'vgg16', 'resnet18'), 'timm:<name>' for a timm model, one of "
+            f"{sorted(_small_backbones())}, or 'pkg.module:function' for your own."
         )
+
+
+def import_factory(name: str) -> Callable[..., Any]:
+    """The function a "pkg.module:function" backbone name names (imports its module)."""
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BackboneError(
+            f"The backbone {name!r} names your function {attr!r} in the module "
+            f"{module_name!r}, which cannot be imported ({type(e).__name__}: {e}). Put its "
+            f"directory on PYTHONPATH (e.g. PYTHONPATH=. for a file in the current directory) "
+            f"or install the package that provides it."
+        ) from e
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise BackboneError(
+            f"The module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+            f"{attr!r}, named by the backbone {name!r}. Name a function of it that returns "
+            f"an nn.Module classifier."
+        )
+    if not callable(factory):
+        raise BackboneError(
+            f"{name!r} is a {type(factory).__name__}, not a function: the backbone must "
+            f"name a function (or class) returning an nn.Module classifier."
+        )
+    return factory
+
+
+def _accepts(fn: Callable[..., Any], arg: str) -> bool:
+    """Whether `fn` takes the keyword `arg` (by name or through **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: pass nothing extra
+        return False
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD or (p.name == arg and p.kind in named)
+        for p in params
+    )
+
+
+def _factory_classifier(
+    name: str, num_classes: int, in_chans: int, pretrained: bool, kwargs: dict
+) -> nn.Module:
+    """Call the user's factory with num_classes / in_chans when it takes them, and `kwargs`."""
+    factory = import_factory(name)
+    args = dict(kwargs)
+    extra = {"num_classes": num_classes, "in_chans": in_chans, "pretrained": pretrained}
+    for key, value in extra.items():
+        if _accepts(factory, key) and (key != "pretrained" or pretrained):
+            args[key] = value
+    if pretrained and "pretrained" not in args:
+        raise BackboneError(
+            f"pretrained=True, but {name!r} takes no 'pretrained' argument: load the "
+            f"weights in your function, and leave pretrained unset."
+        )
+    model = factory(**args)
+    if not isinstance(model, nn.Module):
+        raise BackboneError(
+            f"{name!r} returned a {type(model).__name__}, not an nn.Module: the function "
+            f"must return a classifier (N, in_chans, H, W) -> (N, num_classes)."
+        )
+    if "in_chans" not in args and in_chans != 3:
+        set_in_chans(model, in_chans)
+    return model
 
 
 def _timm_classifier(

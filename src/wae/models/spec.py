@@ -4,7 +4,9 @@ A checkpoint's ``model.json`` says how to rebuild its architecture (``create_mod
 ``from_backbone`` and their keyword arguments). It is data from a file a user may have been
 sent, so it is checked here, key by key, before any builder runs: only the keys our builders
 accept, with their types and ranges; never file paths, download switches or free-form
-arguments (timm would otherwise load ``checkpoint_path`` or reach a model hub).
+arguments (timm would otherwise load ``checkpoint_path`` or reach a model hub). A backbone
+may name a user's own factory ("pkg.module:function"): valid here, but
+:func:`wae.checkpoint.load_model` imports it only when its caller allows that exact name.
 """
 
 from __future__ import annotations
@@ -16,11 +18,26 @@ from typing import Any
 
 from ..errors import WAEError
 
-__all__ = ["SpecError", "validate_spec"]
+__all__ = ["SpecError", "is_factory_name", "validate_spec"]
 
 MAX_SIZE = 1024  # pixels per side: larger images than ImageNet's need no checkpoint of ours
 MAX_WIDTH = 65536  # channels or hidden units of one layer
 _NAME = re.compile(r"(timm:)?[A-Za-z][A-Za-z0-9_.]{0,79}")  # a model name, never a path
+# A user's own factory "pkg.module:function": dotted identifiers, one colon; never a path.
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+_FACTORY = re.compile(rf"(?!timm:){_IDENT}(\.{_IDENT}){{0,7}}:{_IDENT}")
+MAX_FACTORY_NAME = 160
+
+
+def is_factory_name(name: object) -> bool:
+    """Whether `name` names a user's classifier factory ("pkg.module:function", not "timm:").
+
+    Syntax only: nothing is imported. A checkpoint naming one loads only when its caller
+    allows that exact name (``load_model(..., allow_code=[name])``).
+    """
+    return (
+        isinstance(name, str) and len(name) <= MAX_FACTORY_NAME and bool(_FACTORY.fullmatch(name))
+    )
 
 
 class SpecError(WAEError, ValueError):
@@ -88,12 +105,15 @@ _KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _check_name(value: Any, key: str, where: str) -> None:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
+def _check_name(value: Any, key: str, where: str, factory: bool = False) -> None:
+    """A model name; with `factory`, a user's "pkg.module:function" too (a backbone)."""
+    ok = isinstance(value, str) and bool(_NAME.fullmatch(value))
+    if not ok and not (factory and is_factory_name(value)):
+        also = ", or a factory 'pkg.module:function'" if factory else ""
         raise SpecError(
             f"{where}: '{key}' must be a model name (letters, digits, '_' or '.', optionally "
-            f"'timm:<name>'), got {value!r}. A checkpoint names architectures, never files; "
-            f"use a checkpoint written by wae, unedited."
+            f"'timm:<name>'{also}), got {value!r}. A checkpoint names architectures, never "
+            f"files; use a checkpoint written by wae, unedited."
         )
 
 
@@ -141,7 +161,7 @@ def validate_spec(spec: Any, where: str = "model spec") -> dict[str, Any]:
     extra = set(spec) - {"builder", allowed[builder], "kwargs"}
     if extra:
         raise SpecError(f"{where}: unexpected key(s) {sorted(extra)}.")
-    _check_name(spec.get(allowed[builder]), allowed[builder], where)
+    _check_name(spec.get(allowed[builder]), allowed[builder], where, builder != "registry")
     kwargs = spec.get("kwargs", {})
     _check_kwargs(kwargs, where)
     if builder == "registry" and spec["name"] == "pruned_net":

@@ -69,7 +69,8 @@ class Style:
 
 # One style per method key (see wae.reproduce.methods.METHODS). WAE and "WAE w/o stage 3" are
 # one network, so they share a latency and often an accuracy: the latter is a large ring, the
-# WAE a smaller filled star drawn on top of it, so both show.
+# WAE a smaller filled star drawn on top of it, so both show. The rows beyond the paper
+# (distillation) share their network's latency too: a larger hollow marker around it, dotted.
 METHOD_STYLES: dict[str, Style] = {
     "full": Style("black", "o"),
     "half": Style("tab:orange", "s"),
@@ -80,6 +81,8 @@ METHOD_STYLES: dict[str, Style] = {
     "wae": Style("tab:red", "*", size=10, filled=True),
     "il": Style("tab:cyan", "P"),
     "taylor": Style("tab:brown", "X"),
+    "wae_kd": Style("magenta", "*", size=13, linestyle=":"),
+    "half_kd": Style("tab:gray", "s", size=11, linestyle=":"),
 }
 _FALLBACK = [Style(f"C{i}", m) for i, m in enumerate("osD^vP*X<>ph")]
 

@@ -12,6 +12,10 @@ The budget ("same budget" for every method): each classifier is trained for the 
 classifier epochs, E_c = epochs(stage 2) + epochs(stage 3). The WAE additionally has its
 stage 1 (auto-encoder alone, no classifier); the pruned network is fine-tuned for stage 3's
 epochs, as the paper's pruning peers fine-tune a trained network.
+
+Beyond the paper, two rows learn from the trained full network by knowledge distillation, as
+`wae accelerate` does (its stage template's losses and temperature): the WAE's three stages
+and the half-size network, each started from and taught by the full run's network.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..accelerate import kd_settings
 from ..errors import WAEError
 from ..models import is_model, model_cfg
 from ..train.config import TrainConfig, config_to_dict, load_config
 from ..train.recipes import list_recipes
 
 __all__ = [
+    "BEYOND_KEYS",
     "METHODS",
     "METHOD_KEYS",
     "Derivation",
@@ -63,7 +69,7 @@ class Method:
 
     key: run-directory name and results key; label: how the report names it; paper: the
     paper's name for the row; trained: "engine" (its own run), "derived" (a checkpoint of
-    another method's run, e.g. WAE's stage 2).
+    another method's run, e.g. WAE's stage 2); beyond: a row the paper does not have.
     """
 
     key: str
@@ -71,6 +77,7 @@ class Method:
     paper: str
     trained: str = "engine"
     needs: tuple[str, ...] = ()  # methods whose checkpoints this one starts from
+    beyond: bool = False
 
 
 METHODS: tuple[Method, ...] = (
@@ -83,8 +90,11 @@ METHODS: tuple[Method, ...] = (
     Method("wae", "WAE", "WAE (ours)"),
     Method("il", "I_L alone", "I_L", needs=("wae",)),
     Method("taylor", "Taylor pruning", "Taylor-1 / Taylor-2", needs=("full", "wae")),
+    Method("wae_kd", "WAE + distillation", "beyond the paper", needs=("full",), beyond=True),
+    Method("half_kd", "I_R + distillation", "beyond the paper", needs=("full",), beyond=True),
 )
 METHOD_KEYS = tuple(m.key for m in METHODS)
+BEYOND_KEYS = tuple(m.key for m in METHODS if m.beyond)
 
 
 def short_hash(obj: Any) -> str:
@@ -159,7 +169,8 @@ def _classifier_stage(s2: dict, epochs: int, quick: bool, freeze: Sequence[str])
 @dataclass(frozen=True)
 class Derivation:
     """The two recipes, checked once and split into what the methods share; each method's
-    config is then one call (:meth:`configs`, :meth:`il`, :meth:`taylor`).
+    config is then one call (:meth:`configs`, :meth:`il`, :meth:`taylor`, :meth:`wae_kd`,
+    :meth:`half_kd`).
 
     Build it with :meth:`of`. ``w``: the WAE recipe as a dict; ``stages``: its three stages;
     ``base_stage``: the baseline recipe's stage at the classifier budget E_c.
@@ -199,11 +210,18 @@ class Derivation:
         base_stage = _with_epochs(b["stages"][0], e_c, quick)
         return cls(w, (s1, s2, s3), base_stage, e_c, full_name, half_name, seed, quick)
 
-    def _cfg(self, name: str, model: dict, stages: list[dict], data: dict | None = None) -> dict:
+    def _cfg(
+        self,
+        name: str,
+        model: dict,
+        stages: list[dict],
+        data: dict | None = None,
+        teacher: dict | None = None,
+    ) -> dict:
         """One method's resolved config: validated now, so a recipe change that breaks a
         method fails before any training."""
         w = self.w
-        raw = {
+        raw: dict[str, Any] = {
             "name": f"reproduce-{name}",
             "seed": self.seed,
             "model": model,
@@ -212,17 +230,22 @@ class Derivation:
             "runtime": copy.deepcopy(w["runtime"]),
             "stages": stages,
         }
+        if teacher is not None:
+            raw["teacher"] = teacher
         return config_to_dict(load_config(raw))
 
     def _wae_model(self, **kwargs: Any) -> dict[str, Any]:
         return {"name": self.w["model"]["name"], "kwargs": {**self.w["model"]["kwargs"], **kwargs}}
+
+    def _plain_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.w["model"]["kwargs"].items() if k not in _WAE_ONLY_KWARGS}
 
     def _classifier(self, freeze: Sequence[str] = ()) -> list[dict]:
         return [_classifier_stage(self.stages[1], self.e_c, self.quick, freeze)]
 
     def configs(self) -> dict[str, dict[str, Any]]:
         """Every method whose config needs no other run: full, half, wavelet, ca, encoder, wae."""
-        plain_kw = {k: v for k, v in self.w["model"]["kwargs"].items() if k not in _WAE_ONLY_KWARGS}
+        plain_kw = self._plain_kwargs()
         return {
             "full": self._cfg(
                 "full", {"name": self.full_name, "kwargs": plain_kw}, [self.base_stage]
@@ -268,6 +291,27 @@ class Derivation:
         spec = {"name": model["name"], "kwargs": dict(model["kwargs"]), "init": model["init"]}
         return self._cfg("taylor", spec, [st], data)
 
+    def wae_kd(self, teacher: str) -> dict[str, Any]:
+        """WAE + distillation (beyond the paper): the WAE's three stages, its I_L network and
+        s_L head started from the trained full network in `teacher`, which teaches stages 2
+        and 3 with `wae accelerate`'s losses (stage 3 keeps its transform weight)."""
+        losses, table = kd_settings()
+        stages = [_with_epochs(s, s["epochs"], self.quick) for s in self.stages]
+        for st in stages[1:]:
+            kept = {k: w for k, w in st["losses"].items() if k == "transform"}
+            st["losses"] = {**losses, **kept}
+        model = {**self._wae_model(), "init": teacher}
+        return self._cfg("wae_kd", model, stages, teacher={**table, "checkpoint": teacher})
+
+    def half_kd(self, teacher: str) -> dict[str, Any]:
+        """I_R + distillation (beyond the paper): the half-size network at the budget E_c,
+        started from (its whole net) and taught by the trained full network in `teacher`."""
+        losses, table = kd_settings()
+        st = copy.deepcopy(self.base_stage)
+        st["losses"] = dict(losses)
+        model = {"name": self.half_name, "kwargs": self._plain_kwargs(), "init": teacher}
+        return self._cfg("half_kd", model, [st], teacher={**table, "checkpoint": teacher})
+
 
 def derive_configs(
     wae_cfg: TrainConfig,
@@ -277,11 +321,13 @@ def derive_configs(
     quick: bool = False,
     il_init: str | None = None,
     taylor_model: Mapping[str, Any] | None = None,
+    kd_teacher: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Plain config dicts (ready for ``run_training``) of every engine-trained method.
 
     ``il_init`` is the checkpoint holding the WAE's stage-1 weights for I_L alone;
-    ``taylor_model`` is ``{"name", "kwargs", "init"}`` of the pruned network. A method whose
+    ``taylor_model`` is ``{"name", "kwargs", "init"}`` of the pruned network; ``kd_teacher``
+    the trained full network that starts and teaches the distillation rows. A method whose
     input is not given yet is left out. ``quick`` sets every stage to one epoch.
     """
     d = Derivation.of(wae_cfg, base_cfg, seed=seed, quick=quick)
@@ -290,6 +336,9 @@ def derive_configs(
         out["il"] = d.il(il_init)
     if taylor_model is not None:
         out["taylor"] = d.taylor(taylor_model)
+    if kd_teacher is not None:
+        out["wae_kd"] = d.wae_kd(kd_teacher)
+        out["half_kd"] = d.half_kd(kd_teacher)
     return out
 
 
@@ -307,8 +356,21 @@ def budget_text(key: str, cfg: Mapping[str, Any] | None) -> str:
     pre = {
         "il": "WAE from the WAE run's stage 1, frozen; ",
         "taylor": "Taylor-pruned from the trained full network, then fine-tuned: ",
+        "wae_kd": "I_L network and s_L head from the trained full network, which teaches the "
+        "classifying stages" + _kd_text(cfg),
+        "half_kd": "started from and taught by the trained full network" + _kd_text(cfg),
     }.get(key, "")
     return pre + " + ".join(parts)
+
+
+def _kd_text(cfg: Mapping[str, Any]) -> str:
+    """A config's distillation in words, e.g. ' (classification 0.3 + distillation 0.7,
+    T = 4): '; empty without a distillation loss."""
+    st = next((s for s in cfg["stages"] if s["losses"].get("distillation")), None)
+    if st is None:
+        return ""
+    losses = " + ".join(f"{k} {w:g}" for k, w in st["losses"].items() if k != "transform")
+    return f" ({losses}, T = {cfg['teacher']['temperature']:g}): "
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +396,12 @@ _TRAIN_RATE = {
     "wae/3": 450.0,
     "il": 805.0,  # as wae/2: the same network, WAE frozen
     "taylor": 575.0,
+    # Not measured: the student's rate with the teacher's forward added (the full network's
+    # forward at ~900 images/s, three times its training rate); stage 1 has no teacher.
+    "wae_kd/1": 920.0,
+    "wae_kd/2": 425.0,
+    "wae_kd/3": 300.0,
+    "half_kd": 485.0,
 }
 _EVAL_RATE = {
     "full": 545.0,
@@ -345,6 +413,8 @@ _EVAL_RATE = {
     "wae": 1510.0,
     "il": 1510.0,
     "taylor": 1020.0,
+    "wae_kd": 1510.0,  # the WAE's and the half-size network's: evaluation has no teacher
+    "half_kd": 2950.0,
 }
 # Two one-thread trainings side by side on the 2-core machine each ran at ~0.9x their rate
 # alone (WAE stage 2: 26 s per epoch vs 23.7 s); budget a little more than that.

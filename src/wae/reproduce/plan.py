@@ -21,6 +21,7 @@ from ..runtime import usable_cores
 from ..train import build_datasets, load_config
 from ..train.config import TrainConfig, config_to_dict
 from .methods import (
+    BEYOND_KEYS,
     METHODS,
     Derivation,
     Plan,
@@ -33,7 +34,7 @@ from .methods import (
 )
 from .options import NOISE_VARS, QUICK_OVERRIDES, Log, ReproduceOptions
 from .rundirs import run_dir, run_status
-from .starts import grad_batches, il_init_dir, pruned_dir, read_pruned
+from .starts import grad_batches, il_init_dir, kd_teacher_dir, pruned_dir, read_pruned
 
 __all__ = [
     "SeedConfigs",
@@ -51,7 +52,8 @@ __all__ = [
 @dataclass
 class SeedConfigs:
     """One seed's method configs, derived once: every method known before training (I_L
-    alone with the path of its start; the pruned network only if its pruning is on disk).
+    alone and the distillation rows with the paths of their starts; the pruned network only
+    if its pruning is on disk).
     ``derivation`` completes the pruned network's once the pruning exists."""
 
     seed: int
@@ -165,6 +167,7 @@ def _placeholder_configs(wae_cfg: TrainConfig, base_cfg: TrainConfig, quick: boo
             "kwargs": {"base": full_name, "shapes": {}, **kw},
             "init": "<pruned>",
         },
+        kd_teacher="<full final>",
     )
 
 
@@ -201,7 +204,10 @@ def _fit_subset(
     cap = min(d.subset, n_total) if d.subset else n_total
 
     def make(n: int) -> dict:
-        return _placeholder_configs(load_config(wae_cfg, [f"data.subset={n}"]), base_cfg, False)
+        # Fitted to the paper's comparison: the rows beyond it come on top of the budget, so
+        # adding them changes no run of the paper's rows.
+        cfgs = _placeholder_configs(load_config(wae_cfg, [f"data.subset={n}"]), base_cfg, False)
+        return {k: c for k, c in cfgs.items() if k not in BEYOND_KEYS}
 
     n = auto_subset(
         make,
@@ -284,6 +290,8 @@ def seed_configs(
     d = Derivation.of(seeded, base_cfg, seed=seed, quick=quick)
     cfgs = d.configs()
     cfgs["il"] = d.il(str(il_init_dir(out, cfgs["wae"], seed)))
+    teacher = str(kd_teacher_dir(out, cfgs["full"], seed))
+    cfgs["wae_kd"], cfgs["half_kd"] = d.wae_kd(teacher), d.half_kd(teacher)
     pruned = read_pruned(pruned_dir(out, cfgs["full"], seed, target_macs, grad_batches(quick)))
     if pruned:
         cfgs["taylor"] = d.taylor(pruned[0])
@@ -327,6 +335,10 @@ def print_plan(plan: Plan, statuses: dict[str, dict[int, str]], log: Log, out: P
         )
         cells = " ".join(f"{statuses.get(m.key, {}).get(s, '-'):<11}" for s in plan.seeds)
         log(f"{m.key:<10} {desc:<44} {cells} {plan.estimate_s.get(m.key, 0) / 60:6.1f}")
+    log(
+        f"{', '.join(BEYOND_KEYS)}: beyond the paper (knowledge distillation from the trained "
+        f"full network); an automatic subset is fitted to the budget without them"
+    )
     if plan.jobs > 1:
         log(f"the seeds train side by side in {plan.jobs} processes (--jobs)")
     log(

@@ -4,7 +4,9 @@ Layout of the output directory::
 
     OUT/runs/<method>/seed<s>/   one engine run per method and seed (config.json, stage*/,
                                  final/, results.json, ...); I_L alone and the pruned network
-                                 also keep the checkpoint they start from (init-*/, pruned-*/)
+                                 also keep the checkpoint they start from (init-*/, pruned-*/),
+                                 the full run a copy of its final/ that starts and teaches the
+                                 distillation rows (teacher-*/)
     OUT/runs/wae/seed<s>/eval_stage2.json   the evaluation of WAE without stage 3
     OUT/logs/seed<s>.log         a seed trained in its own process (--jobs > 1)
     OUT/config.json              the options, both recipes resolved, every method's config
@@ -18,9 +20,10 @@ Reuse: a method's run is reused when its directory holds a run of the same confi
 (the engine's ``resume=True``: a complete run is read back, a partial one continues). A
 directory holding a run of a *different* config (the recipe changed) is refused before
 anything trains, unless ``retrain_changed``: then that run starts over and the engine moves the
-old files to ``replaced-<time>/`` (nothing is deleted). I_L alone and the pruned network start
-from checkpoints named by what made them (``model.init``, an absolute path, is part of their
-fingerprint): a moved output directory makes those two runs count as changed.
+old files to ``replaced-<time>/`` (nothing is deleted). I_L alone, the pruned network and the
+distillation rows start from checkpoints named by what made them (``model.init`` and
+``teacher.checkpoint``, absolute paths, are part of their fingerprint): a moved output
+directory makes those runs count as changed.
 """
 
 from __future__ import annotations

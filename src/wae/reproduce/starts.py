@@ -1,5 +1,6 @@
-"""The checkpoints that start I_L alone and the pruned network, made once and named by what
-made them (so a changed recipe gives a new path, hence a new fingerprint of the run)."""
+"""The checkpoints that start I_L alone, the pruned network and the distillation rows, made
+once and named by what made them (so a changed recipe gives a new path, hence a new
+fingerprint of the run)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from .rundirs import run_dir
 __all__ = [
     "grad_batches",
     "il_init_dir",
+    "kd_teacher_dir",
     "make_il_init",
+    "make_kd_teacher",
     "make_pruned",
     "pruned_dir",
     "read_pruned",
@@ -66,6 +69,29 @@ def make_il_init(wae_run: Path, il_cfg: dict[str, Any], dest: Path) -> Path:
         model,
         meta={**meta, "source": str(wae_run / "stage1"), "copied": "wae.*, norm_low.*"},
     )
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# The distillation rows' start and teacher
+# --------------------------------------------------------------------------------------------
+
+
+def kd_teacher_dir(out: Path, full_cfg: dict[str, Any], seed: int) -> Path:
+    """Where the distillation rows' start and teacher lives: a copy of the full run's final
+    checkpoint named by the full network's config, so that retraining it with another config
+    gives a new path, hence new fingerprints of the rows it taught."""
+    key = {"full": fingerprint(full_cfg), "seed": seed}
+    return run_dir(out, "full", seed) / f"teacher-{short_hash(key)}"
+
+
+def make_kd_teacher(full_run: Path, dest: Path) -> Path:
+    """Copy the full run's final checkpoint to `dest` (:func:`kd_teacher_dir`), once."""
+    if (dest / "model.json").is_file():
+        return dest
+    src = full_run / rundir.FINAL
+    model, doc = load_model(src)
+    save_checkpoint(dest, model, meta={**doc["meta"], "source": str(src)}, config=doc["config"])
     return dest
 
 

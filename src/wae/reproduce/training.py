@@ -2,9 +2,9 @@
 seeds side by side in a pool of processes, each calling :func:`train_seed` (never the CLI).
 
 A seed trains its methods in :data:`TRAIN_ORDER`: the methods that start from another one's
-checkpoint come after it (I_L alone after the WAE's stage 1, the pruned network after the full
-one). Each run goes through :func:`wae.train.run_training`, which reuses a complete run and
-continues a partial one.
+checkpoint come after it (I_L alone after the WAE's stage 1, the pruned network and the
+distillation rows after the full one), the rows beyond the paper last. Each run goes through
+:func:`wae.train.run_training`, which reuses a complete run and continues a partial one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .methods import METHODS, ReproduceError, budget_text
 from .options import Log
 from .plan import SeedConfigs, Setup
 from .rundirs import run_dir, run_status
-from .starts import grad_batches, make_il_init, make_pruned
+from .starts import grad_batches, make_il_init, make_kd_teacher, make_pruned
 
 __all__ = [
     "TRAIN_ORDER",
@@ -42,7 +42,19 @@ __all__ = [
     "train_seeds",
 ]
 
-TRAIN_ORDER = ("full", "wae", "half", "wavelet", "ca", "encoder", "il", "taylor")
+# The rows beyond the paper last: every row of the paper's is trained before them.
+TRAIN_ORDER = (
+    "full",
+    "wae",
+    "half",
+    "wavelet",
+    "ca",
+    "encoder",
+    "il",
+    "taylor",
+    "wae_kd",
+    "half_kd",
+)
 LABELS = {m.key: m.label for m in METHODS}
 
 
@@ -133,6 +145,10 @@ def train_seed(job: SeedJob, log: Callable[[str], None]) -> SeedResult:
             _train_method(job, res, "il", cfgs["il"], log)
         elif key == "taylor":
             _train_method(job, res, "taylor", _prune(job, res, log), log)
+        elif key in ("wae_kd", "half_kd"):
+            teacher = Path(cfgs[key]["teacher"]["checkpoint"])
+            make_kd_teacher(run_dir(job.out, "full", job.seed), teacher)
+            _train_method(job, res, key, cfgs[key], log)
         else:
             _train_method(job, res, key, cfgs[key], log)
             if key == "wae":

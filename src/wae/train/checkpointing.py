@@ -27,7 +27,7 @@ from ..models.trained import init_from_trained
 from . import rundir
 from .config import stage_fingerprint
 from .schedule import LRSchedule, Monitor
-from .setup import RunContext
+from .setup import RunContext, recipe_code
 from .state import capture_rng, optimizer_to_flat, save_train_state
 
 __all__ = [
@@ -239,7 +239,7 @@ def load_init(ctx: RunContext, directory: Path) -> None:
         return
     if not (directory / "model.json").is_file():
         load_weights(ctx, directory, "model.init checkpoint")  # its error names the problem
-    trained, _ = load_model(directory, num_classes=ctx.num_classes)
+    trained, _ = load_model(directory, num_classes=ctx.num_classes, allow_code=recipe_code(ctx.cfg))
     if isinstance(trained, WAENet) or getattr(trained, "half", False):
         load_weights(ctx, directory, "model.init checkpoint")  # the same kind: exact
         return

@@ -7,7 +7,7 @@ dataset from a checkpoint's metadata and checking its classes happen in one plac
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,16 +86,19 @@ def evaluate_checkpoint(
     device: str | torch.device = "auto",
     seed: int = 0,
     num_workers: int = 0,
+    allow_code: Collection[str] = (),
 ) -> dict[str, Any]:
     """Top-1/top-5, per class and under noise (see :func:`evaluate`) of a checkpoint.
 
     ``head``: for a WAE, "average" (the model's prediction), "low" (s_L) or "fused" (s_c).
+    ``allow_code``: your own backbone factories the checkpoint may be built with (see
+    :func:`wae.checkpoint.load_model`).
     The result also names the checkpoint, dataset, split, model, head and the run's config.
     """
     _check_options(batch_size, noise_vars, head, subset, split, num_workers, seed)
     dev = resolve_device(device)
     # The model first: a checkpoint is refused before any data file is opened.
-    model, doc = load_model(path)
+    model, doc = load_model(path, allow_code=allow_code)
     ds, dataset = checkpoint_dataset(
         path, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed, doc=doc
     )

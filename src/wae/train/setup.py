@@ -18,7 +18,7 @@ from ..checkpoint import CheckpointError, load_model, model_spec
 from ..data import LabeledDataset
 from ..errors import WAEError
 from ..models import WAENet, build_named
-from ..models.spec import SpecError, validate_spec
+from ..models.spec import SpecError, is_factory_name, validate_spec
 from ..runtime import autocast, is_out_of_memory
 from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
 from .datasets import build_datasets, resolve_image
@@ -32,6 +32,7 @@ __all__ = [
     "build_teacher",
     "configure_runtime",
     "new_context",
+    "recipe_code",
 ]
 
 
@@ -226,6 +227,12 @@ def _check_stage_fits(model: nn.Module, name: str, k: int, s: StageConfig) -> No
             )
 
 
+def recipe_code(cfg: TrainConfig) -> tuple[str, ...]:
+    """The user's own backbone factory ("pkg.module:function") the recipe names as
+    model.name, if any: the user chose it, so the run's checkpoints may be rebuilt with it."""
+    return (cfg.model.name,) if is_factory_name(cfg.model.name) else ()
+
+
 def build_teacher(ctx: RunContext) -> None:
     """Load ``teacher.checkpoint`` (when a stage distils) frozen on the run's device, after
     checking that it takes this data's images and predicts its classes."""
@@ -234,7 +241,9 @@ def build_teacher(ctx: RunContext) -> None:
         return
     meta = ctx.data_meta
     try:
-        teacher, doc = load_model(path, num_classes=meta["num_classes"])
+        teacher, doc = load_model(
+            path, num_classes=meta["num_classes"], allow_code=recipe_code(ctx.cfg)
+        )
     except CheckpointError as e:
         raise ConfigError(f"teacher.checkpoint: {e}") from None
     if isinstance(teacher, WAENet) or getattr(teacher, "half", False):
