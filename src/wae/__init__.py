@@ -10,7 +10,14 @@ from .autoencoder import (
     reconstruction_loss,
     transform_loss,
 )
-from .cost import compare, count_ops, measure_interleaved, measure_latency, profile
+from .cost import (
+    PayoffWarning,
+    compare,
+    count_ops,
+    measure_interleaved,
+    measure_latency,
+    profile,
+)
 from .distill import distillation_loss
 from .export import export_onnx
 from .models import (
@@ -34,6 +41,7 @@ __all__ = [
     "BackboneError",
     "FixedNorm",
     "OptimizeError",
+    "PayoffWarning",
     "PlainNet",
     "ShapeError",
     "SpecError",

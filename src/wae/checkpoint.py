@@ -258,8 +258,10 @@ def build_from_spec(spec: Mapping[str, Any], *, allow_code: Collection[str] = ()
     try:
         if kind == "registry":
             return create_model(spec["name"], **kwargs)
-        builder = WAENet if kind == "wae_net" else PlainNet
-        return builder.from_backbone(spec["backbone"], **kwargs)
+        if kind == "plain":
+            return PlainNet.from_backbone(spec["backbone"], **kwargs)
+        # Rebuilding a trained model: whether WAE pays off was the builder's question.
+        return WAENet.from_backbone(spec["backbone"], check_payoff=False, **kwargs)
     except (WAEError, ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(
             f"The model spec {dict(spec)} cannot be built ({e}). The checkpoint is corrupt, "

@@ -1,13 +1,17 @@
 """`wae profile`: the backbone at full resolution, at half resolution (I_R) and inside WAE,
 side by side: MACs, parameters, per-part breakdown, measured latency, speed-up.
 
-The work is `wae.cost.compare_baselines`; this module parses, calls it and prints.
+The work is `wae.cost.compare_baselines`; this module parses, calls it and prints. When WAE
+does not pay off (MAC ratio below 1.5x) the library warns; the command prints that paragraph
+to stderr instead, after the table (or the JSON, whose "payoff" entry has the verdict).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 
 from . import CommandHelpFormatter
 
@@ -15,7 +19,8 @@ _DESCRIPTION = """\
 Build one backbone three ways, freshly initialised (no training needed): at full resolution,
 on the image resized to half size (the paper's I_R) and inside WAE. Count each one's MACs
 and parameters per part, time the three interleaved in one process, and print a table with
-the speed-up and MAC ratio against full resolution.
+the speed-up and MAC ratio against full resolution, and whether WAE pays off (a MAC ratio of
+at least 1.5x; below that a warning on stderr says what to do instead).
 """
 
 _EPILOG = """\
@@ -82,20 +87,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cost import compare_baselines
+    from ..cost import PayoffWarning, compare_baselines
 
-    result = compare_baselines(
-        args.backbone,
-        args.input_size,
-        num_classes=args.num_classes,
-        in_chans=args.in_chans,
-        batch_size=args.batch_size,
-        device=args.device,
-        latency=not args.no_latency,
-        threads=args.threads,
-        memory_format=args.memory_format,
-        min_run_time=args.min_run_time,
-        rounds=args.rounds,
-    )
-    print(json.dumps(result.to_report(), indent=2) if args.json else result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PayoffWarning)  # printed below, as a paragraph
+        result = compare_baselines(
+            args.backbone,
+            args.input_size,
+            num_classes=args.num_classes,
+            in_chans=args.in_chans,
+            batch_size=args.batch_size,
+            device=args.device,
+            latency=not args.no_latency,
+            threads=args.threads,
+            memory_format=args.memory_format,
+            min_run_time=args.min_run_time,
+            rounds=args.rounds,
+        )
+    print(json.dumps(result.to_report(), indent=2) if args.json else result, flush=True)
+    payoff = result.payoff
+    if not payoff.pays_off:
+        print(f"wae profile: warning: {payoff.message()}", file=sys.stderr)
     return 0

@@ -26,8 +26,9 @@ Conventions (read these before quoting a number):
 
 Modules, one concern each: :mod:`.ops` (counting), :mod:`.latency` (timing),
 :mod:`.machine` (the machine description), :mod:`.profiling` (:func:`profile` and
-:func:`compare`), :mod:`.baselines` (full / half resolution / WAE, what ``wae profile`` runs)
-and :mod:`.report` (the table and JSON renderings).
+:func:`compare`), :mod:`.baselines` (full / half resolution / WAE, what ``wae profile`` runs),
+:mod:`.payoff` (does WAE pay off: the MAC ratio check and :class:`PayoffWarning`) and
+:mod:`.report` (the table and JSON renderings).
 
 Quick look::
 
@@ -41,12 +42,14 @@ from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare
 from .latency import Latency, measure_interleaved, measure_latency
 from .machine import machine_info
 from .ops import OTHER, OpCount, PartCount, PartsSpec, count_ops
+from .payoff import PAYOFF_MIN_RATIO, Payoff, PayoffWarning, check_payoff, mac_payoff
 from .profiling import Comparison, ModelProfile, compare, profile
 from .report import comparison_to_dict, format_profile, format_table
 
 __all__ = [
     "OTHER",
     "PAPER_BOUND",
+    "PAYOFF_MIN_RATIO",
     "BaselineComparison",
     "Comparison",
     "ExampleInput",
@@ -56,8 +59,11 @@ __all__ = [
     "OpCount",
     "PartCount",
     "PartsSpec",
+    "Payoff",
+    "PayoffWarning",
     "build_baselines",
     "check_device",
+    "check_payoff",
     "check_timing",
     "compare",
     "compare_baselines",
@@ -65,6 +71,7 @@ __all__ = [
     "count_ops",
     "format_profile",
     "format_table",
+    "mac_payoff",
     "machine_info",
     "measure_interleaved",
     "measure_latency",

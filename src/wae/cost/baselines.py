@@ -16,8 +16,10 @@ from torch import nn
 from ..errors import WAEError
 from ..models import PlainNet, WAENet
 from ..runtime import check_device, is_out_of_memory
+from . import payoff as _payoff
 from ._common import MeasureError, check_timing
 from .ops import PartsSpec
+from .payoff import Payoff, warn_payoff
 from .profiling import Comparison, compare, input_shape
 from .report import format_table
 
@@ -50,15 +52,35 @@ class BaselineComparison(Comparison):
     WAE-vs-full-resolution summary; :meth:`to_report` is the ``wae profile --json`` document.
     """
 
+    @property
+    def payoff(self) -> Payoff:
+        """Does WAE pay off (:mod:`wae.cost.payoff`), from the MACs counted here, per image."""
+        profiles, shape = self["profiles"], self["settings"]["input_shape"]
+        per_image = 1 / shape[0]
+        full, wae = profiles["baseline"].macs * per_image, profiles["wae"].macs * per_image
+        encoder = profiles["wae"].ops.parts.get("encoder")
+        return Payoff(
+            full_macs=full,
+            wae_macs=wae,
+            ratio=full / wae if wae > 0 else float("inf"),
+            input_size=(shape[2], shape[3]),
+            encoder_macs=encoder.macs * per_image if encoder is not None else None,
+            backbone=self.get("backbone"),
+        )
+
     def summary(self) -> str:
-        """One line: WAE's MAC ratio and speed-up over full resolution, and the paper's bound."""
+        """WAE's MAC ratio and speed-up over full resolution, the paper's bound, and whether
+        WAE pays off on MACs (the ratio is at least 1.5x)."""
         mr, sp = self["mac_ratio"]["wae"], self["speedup"]["wae"]
+        payoff = self.payoff
         return (
             "WAE vs full resolution: MAC ratio "
             + (f"{mr:.2f}x" if mr is not None else "-")
             + ", measured speed-up "
             + (f"{sp:.2f}x" if sp is not None else "not measured")
-            + f"; the paper's bound 1 / (1/4 + 1/64) = {PAPER_BOUND:.2f}x."
+            + f"; the paper's bound 1 / (1/4 + 1/64) = {PAPER_BOUND:.2f}x.\n"
+            + ("Pays off: yes" if payoff.pays_off else "Pays off: NO, WAE will not make it faster")
+            + f" (WAE needs a MAC ratio of at least {_payoff.PAYOFF_MIN_RATIO:g}x)."
         )
 
     def to_report(self) -> dict[str, Any]:
@@ -70,6 +92,7 @@ class BaselineComparison(Comparison):
             speedup=self["speedup"]["wae"],
             mac_ratio=self["mac_ratio"]["wae"],
             paper_bound=PAPER_BOUND,
+            payoff=self.payoff.to_dict(),
             machine=out["machine"],
             settings=out["settings"],
         )
@@ -98,7 +121,10 @@ def _entry(p: dict) -> dict:
 
 def _build(slot: str, backbone: str, input_size: Any, kwargs: dict[str, Any]) -> nn.Module:
     if slot == "wae":
-        net: nn.Module = WAENet.from_backbone(backbone, input_size=input_size, **kwargs)
+        # The pay-off is judged from the comparison's own counts (compare_baselines).
+        net: nn.Module = WAENet.from_backbone(
+            backbone, input_size=input_size, check_payoff=False, **kwargs
+        )
     else:
         net = PlainNet.from_backbone(backbone, half=slot == "half_res", **kwargs)
     return net.eval()
@@ -184,7 +210,8 @@ def compare_baselines(
     ``parts`` regroups the WAE's (or the given model's) cost breakdown. Models built here are
     moved to ``device``. ``compare_kwargs`` go to :func:`compare` (``latency``, ``threads``,
     ``memory_format``, ``min_run_time``, ``rounds``, ...); the reference is ``"baseline"``.
-    ``print()`` the result for the table and the summary line.
+    ``print()`` the result for the table and the summary. Warns (:class:`PayoffWarning`) when
+    WAE is not at least 1.5x cheaper on MACs than full resolution (``result.payoff``).
     """
     if in_chans is None:
         in_chans = 3 if isinstance(model, str) else getattr(model, "in_chans", 3)
@@ -214,4 +241,6 @@ def compare_baselines(
             reference="baseline",
             **compare_kwargs,
         )
-    return BaselineComparison(result, backbone=backbone)
+    comparison = BaselineComparison(result, backbone=backbone)
+    warn_payoff(comparison.payoff)
+    return comparison

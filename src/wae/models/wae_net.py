@@ -250,6 +250,7 @@ class WAENet(nn.Module):
         high_net: nn.Module | None = None,
         pretrained: bool = False,
         drop_rate: float | None = None,
+        check_payoff: bool = True,
         **backbone_kwargs: Any,
     ) -> WAENet:
         """Wrap a CNN: a torchvision name ("vgg16"), "timm:<name>", "small_vgg", or a module.
@@ -259,6 +260,9 @@ class WAENet(nn.Module):
         decomposer: "wae" (the paper), "encoder" (Decomposition+CNN: no decoder, no transform
         loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. use_high=False drops the I_H
         branch (the I_L-alone ablation). high_net overrides the automatic quarter-width copy.
+        check_payoff: count the MACs of the result and of the backbone at full resolution and
+        warn (:class:`wae.PayoffWarning`) if WAE is not at least 1.5x cheaper (see
+        :func:`wae.cost.check_payoff`; counted on the meta device, under a second).
         """
         # Checked before anything is built (a backbone can take seconds).
         _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", "linear", "vgg"))
@@ -305,6 +309,10 @@ class WAENet(nn.Module):
                 **backbone_kwargs,
             )
             net.wae_spec = {"builder": "wae_net", "backbone": backbone, "kwargs": kwargs}
+        if check_payoff:
+            from ..cost.payoff import check_payoff as check  # wae.cost imports wae.models
+
+            check(net, clf, stacklevel=3)  # clf: the backbone's own full-resolution network
         return net
 
     # -- forward paths -------------------------------------------------------------------------
@@ -497,7 +505,8 @@ def _create_wae_net(backbone: str, cfg: dict[str, Any], **kwargs: Any) -> WAENet
     )
     args.update(cfg.get("model_args", {}))
     args.update(kwargs)
-    return WAENet.from_backbone(backbone, **args)
+    # The registered models' pay-off is known (wae.cost.check_payoff checks one on demand).
+    return WAENet.from_backbone(backbone, **args, check_payoff=False)
 
 
 # --- registered builders ----------------------------------------------------------------------
