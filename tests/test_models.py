@@ -161,6 +161,30 @@ def test_input_too_small_for_the_backbone_is_a_clear_error() -> None:
         WAENet.from_backbone("alexnet", num_classes=3, input_size=64)
 
 
+class Every16(nn.Module):
+    """Feature maps that need a side divisible by 16 (a skip joined to a /16 pooling upsampled
+    back, as DLA's at a side not divisible by 32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)
+        return f + nn.functional.interpolate(nn.functional.max_pool2d(f, 16), scale_factor=16)
+
+
+def test_size_errors_name_the_input_sizes_that_work() -> None:
+    # I_L must be a multiple of 16: input sizes that are multiples of 32.
+    works = r"e\.g\. 64 or 96: of the input sizes 16 to \d+ \(in steps of 16\), it runs at "
+    with pytest.raises(BackboneError, match=works + r"32, 64, \.\.\., \d+ \(multiples of 32\)"):
+        WAENet.from_backbone(Every16(), num_classes=3, input_size=80, use_high=False)
+    # A trained classifier that cannot run at the input size (from_trained): multiples of 16.
+    teacher = nn.Sequential(Every16(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    with pytest.raises(BackboneError, match=r"e\.g\. 32 or 48: .* runs at 16 to \d+\."):
+        WAENet.from_trained(teacher, 40)
+
+
 def test_from_backbone_by_name_records_a_rebuildable_spec() -> None:
     from wae.checkpoint import build_from_spec
 

@@ -9,11 +9,12 @@ from .plain import HalfResize, PlainNet
 from .pruned import pruned_net
 from .small_vgg import SmallVGG
 from .spec import SpecError
-from .wae_net import LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
+from .wae_net import ClassifierHead, LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
 
 __all__ = [
     "ARCHS",
     "BackboneError",
+    "ClassifierHead",
     "HalfResize",
     "LinearHead",
     "MLPHead",

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -34,8 +37,11 @@ __all__ = [
     "build_classifier",
     "build_features",
     "check_backbone_name",
+    "classifier_parts",
     "import_factory",
+    "runnable_sides",
     "set_in_chans",
+    "size_advice",
 ]
 
 _PROBE_SIZE = 224  # the graph cut is found at this input size (stride-32 nets give 7x7 maps)
@@ -435,3 +441,106 @@ def _cut_before_pooling(model: nn.Module, probe: torch.Tensor) -> nn.Module:
     gm.recompile()
     gm.train()
     return gm
+
+
+def classifier_parts(model: nn.Module) -> tuple[nn.AdaptiveAvgPool2d, nn.Module] | None:
+    """The adaptive pooling and classifier of a torchvision VGG or AlexNet (the model's own
+    modules, not copies), whose forward is classifier(flatten(avgpool(features(x)))): the
+    pooling maps any feature-map size to the one the classifier was trained on. None for
+    other models (their forward is not known to be that)."""
+    from torchvision.models import VGG, AlexNet
+
+    if isinstance(model, (VGG, AlexNet)) and isinstance(model.avgpool, nn.AdaptiveAvgPool2d):
+        return model.avgpool, model.classifier
+    return None
+
+
+# --- which input sizes a backbone runs at (error messages only) ---------------------------------
+
+
+def runnable_sides(
+    nets: Sequence[tuple[nn.Module, int]],
+    around: int,
+    *,
+    step: int = 8,
+    hi: int = 512,
+    tries: int = 24,
+    budget_s: float = 4.0,
+) -> tuple[list[int], tuple[int, int]]:
+    """Square image sides on which every (module, in_chans) of `nets` runs: the `tries`
+    multiples of `step` up to `hi` nearest to `around`, each probed with a (1, in_chans, s, s)
+    image. Returns (the sides that run, ascending; (smallest, largest) side probed).
+
+    Probed on meta tensors (shapes only, nothing computed; ~0.1 s a side for DLA-34); for real
+    on zeros while meta has never worked (an op without a meta kernel); stops after
+    `budget_s`. For error messages: call it only once something has failed.
+    """
+    from ..cost.payoff import _Run  # storage-less copies of the weights (wae.cost imports us)
+
+    sides = sorted(range(step, hi + 1, step), key=lambda s: (abs(s - around), s))[:tries]
+    runs = [(_Run(m, {}, meta=True), _Run(m, {}, meta=False), c) for m, c in nets]
+    modes = [(m, m.training) for m, _ in nets]
+    for m, _ in modes:
+        m.eval()
+    works: list[int] = []
+    meta_works, probed, start = False, [], time.perf_counter()
+    try:
+        for s in sides:
+            if time.perf_counter() - start > budget_s:
+                break
+            probed.append(s)
+            ok, meta_ok = _runs_on(runs, s, real=not meta_works)
+            meta_works = meta_works or meta_ok
+            if ok:
+                works.append(s)
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return sorted(works), (min(probed, default=0), max(probed, default=0))
+
+
+def _runs_on(
+    runs: list[tuple[nn.Module, nn.Module, int]], side: int, real: bool
+) -> tuple[bool, bool]:
+    """(whether every net runs at `side`, whether it did on meta tensors); for real on zeros
+    only if meta fails and `real`."""
+    with torch.no_grad():
+        try:
+            for meta, _, c in runs:
+                meta(torch.empty(1, c, side, side, device="meta"))
+            return True, True
+        except Exception:
+            if not real:
+                return False, False
+        try:
+            for _, run, c in runs:
+                run(torch.zeros(1, c, side, side))
+            return True, False
+        except Exception:
+            return False, False
+
+
+def size_advice(works: Sequence[int], wanted: int, tried: tuple[int, int], step: int) -> str:
+    """A sentence saying which input sizes work, e.g. "Use another input_size, e.g. 192 or
+    256: of the input sizes 16 to 416 (in steps of 16), it runs at 64, 128, ..., 384
+    (multiples of 64)." `works`: ascending sizes that run; `tried`: the range probed."""
+    span = f"of the input sizes {tried[0]} to {tried[1]} (in steps of {step})"
+    if not works:
+        return (
+            f"It runs at none {span}: use a larger input_size, or a backbone that downsamples less."
+        )
+    below = [s for s in works if s < wanted][-1:]
+    nearest = " or ".join(str(s) for s in below + [s for s in works if s > wanted][:1])
+    verb = "Use another input_size" if below else "Use a larger input_size"
+    return f"{verb}, e.g. {nearest}: {span}, it runs at {_sizes(works, step)}."
+
+
+def _sizes(works: Sequence[int], step: int) -> str:
+    """Ascending sizes briefly: "128 to 400", "64, 128, ..., 384 (multiples of 64)", a list."""
+    d = math.gcd(*(b - a for a, b in pairwise(works)))
+    if len(works) < 4 or list(works) != list(range(works[0], works[-1] + 1, d)):
+        return ", ".join(map(str, works))
+    if d == step:
+        return f"{works[0]} to {works[-1]}"
+    every = f"multiples of {d}" if works[0] % d == 0 else f"every {d}"
+    return f"{works[0]}, {works[1]}, ..., {works[-1]} ({every})"

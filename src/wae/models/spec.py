@@ -81,7 +81,10 @@ _KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_classes": (_int(1, 100_000), "an integer from 1 to 100000"),
     "in_chans": (_int(1, 4), "1 (grey), 3 (RGB) or up to 4"),
     "input_size": (_size, f"an image size from 8 to {MAX_SIZE} (or [height, width])"),
-    "head": (_one_of("auto", "vgg", "linear"), '"auto", "vgg" or "linear"'),
+    "head": (
+        _one_of("auto", "vgg", "linear", "classifier"),
+        '"auto", "vgg", "linear" or "classifier"',
+    ),
     "head_hidden": (_ints(4, 1, MAX_WIDTH), f"a list of up to 4 widths from 1 to {MAX_WIDTH}"),
     "decomposer": (_one_of("wae", "encoder", "wavelet"), '"wae", "encoder" or "wavelet"'),
     "use_high": (_one_of(True, False), "true or false"),

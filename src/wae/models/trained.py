@@ -1,8 +1,10 @@
 """A WAE student initialised from a trained full-resolution classifier (the paper's start).
 
 The I_L network is a copy of the trained feature extractor; the s_L head is the trained
-classifier where the shapes allow (global pooling + one linear layer, as in ResNets, timm
-models and our SmallVGG); the I_H branch and the fusion head start fresh. The user's model
+classifier where the shapes allow: global pooling + one linear layer (ResNets, timm models, our
+SmallVGG), or a torchvision VGG's / AlexNet's flattened MLP behind its own adaptive pooling,
+which maps the half-size feature maps to the size it was trained on (head "classifier"). The
+I_H branch and the fusion head start fresh. The user's model
 is never changed: everything is built from a deep copy.
 """
 
@@ -15,10 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._backbone import BackboneError, build_features
+from ._backbone import (
+    BackboneError,
+    build_features,
+    classifier_parts,
+    runnable_sides,
+    size_advice,
+)
 from ._registry import model_cfg
 from .plain import PlainNet
-from .wae_net import LinearHead, WAENet
+from .wae_net import ClassifierHead, LinearHead, WAENet
 
 __all__ = ["from_trained", "init_from_trained", "spec_backbone", "trained_classifier"]
 
@@ -41,6 +49,12 @@ def _num_classes(model: nn.Module, in_chans: int, input_size: Sequence[int]) -> 
             out = model(
                 torch.zeros(1, in_chans, *input_size, device=_first_conv(model).weight.device)
             )
+    except RuntimeError as e:
+        sides, tried = runnable_sides([(model, in_chans)], input_size[0], step=16, hi=1024)
+        raise BackboneError(
+            f"{type(model).__name__} cannot run on {input_size[0]}x{input_size[1]} images "
+            f"({str(e).splitlines()[0]}). {size_advice(sides, input_size[0], tried, 16)}"
+        ) from e
     finally:
         model.train(was_training)
     if not (isinstance(out, torch.Tensor) and out.dim() == 2):
@@ -116,6 +130,8 @@ def from_trained(
     in_chans = in_chans or _first_conv(net).in_channels
     num_classes = _num_classes(net, in_chans, size)
     name, backbone_kwargs = _backbone_name(model)
+    if head == "auto" and classifier_parts(net) is not None:
+        head = "classifier"  # a VGG's / AlexNet's MLP classifier, through its own pooling
     student = WAENet.from_backbone(
         name or copy.deepcopy(net),
         num_classes,
@@ -168,7 +184,10 @@ def _report(head_low: str) -> dict[str, str]:
 
 
 def _copy_classifier(net: nn.Module, student: WAENet) -> str:
-    """Copy the trained linear classifier into s_L's head when the shapes match."""
+    """Copy the trained classifier into s_L's head when the shapes match."""
+    parts = classifier_parts(net)
+    if isinstance(student.head_low, ClassifierHead) and parts is not None:
+        return _copy_pooled(parts, student.head_low)
     clf = trained_classifier(net)
     fc = student.head_low.fc if isinstance(student.head_low, LinearHead) else None
     if clf is None or fc is None or fc.weight.shape != clf.weight.shape:
@@ -178,3 +197,15 @@ def _copy_classifier(net: nn.Module, student: WAENet) -> str:
         if clf.bias is not None:
             fc.bias.copy_(clf.bias)
     return "copied from the trained classifier"
+
+
+def _copy_pooled(parts: tuple[nn.AdaptiveAvgPool2d, nn.Module], head: ClassifierHead) -> str:
+    """Copy a trained (adaptive pooling, classifier) into a ClassifierHead of the same shapes."""
+    pool, clf = parts
+    if getattr(head.pool, "output_size", None) != pool.output_size:
+        return "fresh (the trained classifier pools to another size)"
+    src, dst = clf.state_dict(), head.classifier.state_dict()
+    if src.keys() != dst.keys() or any(src[k].shape != dst[k].shape for k in src):
+        return "fresh (the trained classifier's layers differ in shape)"
+    head.classifier.load_state_dict(src)
+    return "copied from the trained classifier (through its own adaptive pooling)"

@@ -10,11 +10,15 @@ AAAI 2018, https://arxiv.org/abs/1712.07493
 
 Heads: "vgg" is the release's (flattened pool5 -> fc 1024 -> fc 1024 -> classes for s_L;
 flattened concatenated pool5 maps -> fc 2048 -> fc 2048 -> classes for s_c; ReLU and dropout
-0.5 between); "linear" is global average pooling + one linear layer, for other backbones.
+0.5 between); "linear" is global average pooling + one linear layer, for other backbones;
+"classifier" is the backbone's own classifier behind its own adaptive pooling for s_L (a
+torchvision VGG's or AlexNet's, so a trained one can be reused: WAENet.from_trained) and the
+release's fused head for s_c.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -33,13 +37,27 @@ from ..autoencoder import (
     is_count,
 )
 from ..runtime import is_out_of_memory
-from ._backbone import BackboneError, build_classifier, build_features
+from ._backbone import (
+    BackboneError,
+    build_classifier,
+    build_features,
+    classifier_parts,
+    runnable_sides,
+    size_advice,
+)
 from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
 from ._registry import register_model
 from ._slim import quarter_width
 from .spec import SpecError
 
-__all__ = ["WAENet", "WAENetOutput", "classification_loss", "LinearHead", "MLPHead"]
+__all__ = [
+    "WAENet",
+    "WAENetOutput",
+    "classification_loss",
+    "ClassifierHead",
+    "LinearHead",
+    "MLPHead",
+]
 
 
 class WAENetOutput(NamedTuple):
@@ -90,6 +108,20 @@ class MLPHead(nn.Module):
         return self.mlp(x.flatten(1))
 
 
+class ClassifierHead(nn.Module):
+    """A backbone's own classifier as s_L's head: its adaptive pooling (to the map size the
+    classifier was built for, whatever the maps' size), flattened, then the classifier:
+    (N, C, h, w) -> (N, num_classes)."""
+
+    def __init__(self, pool: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+        self.classifier = classifier
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(f), 1))
+
+
 def classification_loss(
     out: WAENetOutput, target: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
@@ -114,10 +146,13 @@ class WAENet(nn.Module):
             one without decoder (Decomposition+CNN) or a wavelet transform (Wavelet+CNN).
             It must expose `low_chans`, `high_chans` and return (low, high) or a WAEOutput.
         in_chans: image channels.
-        head: "linear" or "vgg" (the release's MLP heads).
+        head: "linear", "vgg" (the release's MLP heads) or "classifier" (`classifier` for
+            s_L, the release's fused MLP head for s_c).
         head_hidden: hidden widths of the "vgg" heads (s_L head, fused head).
-        drop_rate: dropout in the heads.
+        drop_rate: dropout in the heads (not in `classifier`, which keeps its own).
         input_size: the image size the "vgg" heads are built for (they flatten the maps).
+        classifier: for head="classifier" only, a ClassifierHead (N, C_L, h, w) -> (N, K),
+            e.g. the backbone's own pooling and classifier (from_backbone builds it).
     """
 
     # Display groups for cost breakdowns (wae.profile): label -> child-module names.
@@ -140,9 +175,16 @@ class WAENet(nn.Module):
         head_hidden: Sequence[int] = (1024, 2048),
         drop_rate: float | None = None,
         input_size: int | Sequence[int] = 224,
+        classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        _check_args(head, head_hidden, drop_rate, high_net is not None, heads=("linear", "vgg"))
+        _check_args(head, head_hidden, drop_rate, high_net is not None, heads=_HEADS)
+        if (head == "classifier") != (classifier is not None):
+            raise SpecError(
+                f"head='classifier' takes the s_L head as `classifier` (a ClassifierHead), and "
+                f"only it does; got head={head!r} with classifier={type(classifier).__name__}. "
+                f"WAENet.from_backbone(..., head='classifier') builds it from the backbone."
+            )
         self.num_classes = check_count(num_classes, "num_classes", "classes")
         self.in_chans = check_count(in_chans, "in_chans", "image channels")
         self.input_size = _pair(input_size)
@@ -172,10 +214,15 @@ class WAENet(nn.Module):
                     f"Not enough memory to probe the backbone at input_size {self.input_size}. "
                     f"Use a smaller input_size."
                 ) from e
+            nets = [(low_net, low_chans), (high_net, high_chans)]
+            sides, tried = runnable_sides([n for n in nets if n[0] is not None], half[0])
+            advice = size_advice(
+                [2 * s for s in sides], self.input_size[0], (2 * tried[0], 2 * tried[1]), 16
+            )
             raise BackboneError(
                 f"The backbone cannot run on the half-resolution sub-images: for input_size "
                 f"{self.input_size} they are {half[0]}x{half[1]} ({str(e).splitlines()[0]}). "
-                f"Use a larger input_size, or a backbone that downsamples less."
+                f"{advice}"
             ) from e
         self.train(was_training)
         _check_features(f_low, "low_net")
@@ -200,12 +247,17 @@ class WAENet(nn.Module):
                 )
             )
 
-        # The "vgg" heads flatten the maps: they take this size only (checked in forward).
-        self.head_maps = tuple(f_low.shape[-2:]) if head == "vgg" else None
-        if head == "vgg":
+        # The MLP heads flatten the maps: they take this size only (checked in forward).
+        flat = head == "vgg" or (head == "classifier" and high_net is not None)
+        self.head_maps = tuple(f_low.shape[-2:]) if flat else None
+        if head in ("vgg", "classifier"):
             area = f_low.shape[-2] * f_low.shape[-1]
             drop = 0.5 if drop_rate is None else drop_rate
-            self.head_low = MLPHead(self.low_features * area, head_hidden[0], num_classes, drop)
+            self.head_low = (
+                classifier
+                if classifier is not None
+                else MLPHead(self.low_features * area, head_hidden[0], num_classes, drop)
+            )
             self.head_fused = (
                 MLPHead(self.num_features * area, head_hidden[1], num_classes, drop)
                 if high_net is not None
@@ -229,7 +281,8 @@ class WAENet(nn.Module):
     ) -> WAENet:
         """A WAE student of the trained classifier `model`, which is left untouched: the I_L
         network is a copy of its feature extractor, s_L its classifier where the shapes allow
-        (global pooling + linear); the I_H branch and the fusion head are fresh. See
+        (global pooling + linear; a VGG's or AlexNet's through its own adaptive pooling); the
+        I_H branch and the fusion head are fresh. See
         :func:`wae.models.trained.from_trained`."""
         from .trained import from_trained
 
@@ -256,7 +309,9 @@ class WAENet(nn.Module):
         """Wrap a CNN: a torchvision name ("vgg16"), "timm:<name>", "small_vgg", or a module.
 
         head: "vgg" (the release's MLP heads on the flattened maps, widths `head_hidden`),
-        "linear" (global pooling + linear) or "auto" (vgg for VGG backbones, else linear).
+        "linear" (global pooling + linear), "classifier" (s_L: the backbone's own adaptive
+        pooling and classifier, for torchvision VGG / AlexNet; s_c: the release's fused head)
+        or "auto" (vgg for VGG backbones, else linear).
         decomposer: "wae" (the paper), "encoder" (Decomposition+CNN: no decoder, no transform
         loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. use_high=False drops the I_H
         branch (the I_L-alone ablation). high_net overrides the automatic quarter-width copy.
@@ -265,7 +320,7 @@ class WAENet(nn.Module):
         :func:`wae.cost.check_payoff`; counted on the meta device, under a second).
         """
         # Checked before anything is built (a backbone can take seconds).
-        _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", "linear", "vgg"))
+        _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", *_HEADS))
         _pair(input_size)
         if isinstance(decomposer, str) and decomposer not in _DECOMPOSERS:
             _build_decomposer(decomposer, in_chans)  # raises the error naming the choices
@@ -294,6 +349,7 @@ class WAENet(nn.Module):
             head_hidden=head_hidden,
             drop_rate=drop_rate,
             input_size=input_size,
+            classifier=_own_classifier(clf, num_classes) if head == "classifier" else None,
         )
         if isinstance(backbone, str) and isinstance(decomposer, str) and not user_high:
             # Enough to rebuild the architecture (checkpoints store this, not pickled code).
@@ -350,7 +406,7 @@ class WAENet(nn.Module):
         return self.run_heads(self.head_low, self.head_fused, feats)
 
     def check_maps(self, f_low: torch.Tensor, x: torch.Tensor | None = None) -> None:
-        """Refuse feature maps (from images x) of another size than "vgg" heads were built
+        """Refuse feature maps (from images x) of another size than MLP heads were built
         for: their first layer would fail with a bare matrix-shape error. Shapes only."""
         if self.head_maps is None or tuple(f_low.shape[-2:]) == self.head_maps:
             return
@@ -361,7 +417,7 @@ class WAENet(nn.Module):
             h, w = x.shape[-2:]
             got, fix = f"{h}x{w} images give", h if h == w else (h, w)
         raise ShapeError(
-            f"This WAENet was built for input_size {size}: its 'vgg' heads flatten "
+            f"This WAENet was built for input_size {size}: its '{self.head_type}' heads flatten "
             f"{self.head_maps[0]}x{self.head_maps[1]} feature maps, and {got} "
             f"{f_low.shape[-2]}x{f_low.shape[-1]} maps. Pass input_size={fix} when building "
             f"it (e.g. create_model(..., input_size={fix})), or resize the images to {size}."
@@ -477,6 +533,30 @@ def _check_features(f: Any, name: str) -> None:
             f"{name} must return a feature map (N, C, h, w), got {shape}. Pass a feature "
             f"extractor, or a classifier torch.fx can trace."
         )
+
+
+_HEADS = ("linear", "vgg", "classifier")
+
+
+def _own_classifier(clf: nn.Module, num_classes: int) -> ClassifierHead:
+    """A copy of the backbone's adaptive pooling and classifier, its last linear layer
+    replaced by a fresh one when it has not `num_classes` outputs (a pretrained backbone)."""
+    parts = classifier_parts(clf)
+    if parts is None:
+        raise BackboneError(
+            f"head='classifier' reuses the backbone's own adaptive pooling and classifier, "
+            f"as torchvision's VGG and AlexNet models have them; {type(clf).__name__} is not "
+            f"one. Use head='linear' or head='vgg'."
+        )
+    head = ClassifierHead(*copy.deepcopy(parts))
+    name, last = [(n, m) for n, m in head.classifier.named_modules() if isinstance(m, nn.Linear)][
+        -1
+    ]
+    if last.out_features != num_classes:
+        parent, _, attr = name.rpartition(".")
+        fresh = nn.Linear(last.in_features, num_classes, bias=last.bias is not None)
+        setattr(head.classifier.get_submodule(parent) if parent else head.classifier, attr, fresh)
+    return head
 
 
 _DECOMPOSERS = ("wae", "encoder", "wavelet")
