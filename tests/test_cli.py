@@ -21,7 +21,17 @@ from wae.train.recipes import list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 # The subcommands whose --help this test holds to the shared layout (defaults + examples).
-HELP_CHECKED = ["demo", "train", "eval", "export", "models", "recipes", "bench", "profile"]
+HELP_CHECKED = [
+    "demo",
+    "accelerate",
+    "train",
+    "eval",
+    "export",
+    "models",
+    "recipes",
+    "bench",
+    "profile",
+]
 
 
 def test_version_is_defined_once(capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,6 +40,7 @@ from .errors import WAEError
 from .models import PlainNet, build_named
 from .models.trained import spec_backbone
 from .runlock import RunLock
+from .stats import se_diff, verdict
 from .train.setup import recipe_code
 
 __all__ = [
@@ -399,6 +400,7 @@ def run_acceleration(
     timing = _time(models, configs["wae"], latency_batch, threads, min_run_time, log)
     results = _results(out, tdir, base, trained, timing, latency_batch)
     results.update(quick=quick, payoff=payoff, train_seconds=round(train_s, 1))
+    results["epoch_seconds"] = {k: epoch_seconds(out / k) for k in trained}
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
@@ -516,11 +518,18 @@ def _results(
     return results
 
 
+def epoch_seconds(run_dir: Path) -> float:
+    """The seconds a finished run's epochs took, from its metrics.csv (what training cost,
+    also when this command reused the run)."""
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return round(sum(float(r["epoch_time_s"] or 0) for r in csv.DictReader(f)), 1)
+
+
 def verdict_lines(r: dict[str, Any]) -> list[str]:
     """The verdict: what WAE keeps at what speed, and what it adds over plain resizing (2 SE
     of the test set decide; within them it is "inconclusive")."""
-    from .reproduce.verdicts import se_diff, verdict
-
     n, bs = r["test_images"], r["latency_batch_size"]
     base, wae = r["baseline"]["top1"], r["wae"]["top1"]
     two_se = 2 * se_diff(wae, base, n)
@@ -543,6 +552,12 @@ def verdict_lines(r: dict[str, Any]) -> list[str]:
             f"{r['half']['speedup']:.2f}x): {margin:+.2f} points, {meaning}"
         )
     return lines
+
+
+def _epochs_text(seconds: dict[str, float]) -> str:
+    names = {"baseline": "original", "wae": "WAE", "half": "I_R"}
+    parts = [f"{names.get(k, k)} {v:.0f} s" for k, v in seconds.items()]
+    return ", ".join(parts) or "no time (all runs reused)"
 
 
 def format_results(r: dict[str, Any]) -> str:
@@ -571,6 +586,6 @@ def format_results(r: dict[str, Any]) -> str:
             *r["verdict"],
             f"MAC ratio {r['mac_ratio']:.2f}x. Machine: {mach.get('cpu_model')}, "
             f"{s['threads']} threads, {s['dtype']}, eager PyTorch {mach.get('torch_version')}; "
-            f"training took {r['train_seconds']:.0f} s.",
+            f"training epochs took {_epochs_text(r.get('epoch_seconds', {}))}.",
         ]
     )

@@ -28,6 +28,7 @@ import torch
 
 from .accelerate import (
     QUICK_OVERRIDES,
+    epoch_seconds,
     format_results,
     run_acceleration,
     student_configs,
@@ -107,6 +108,10 @@ def run_demo(
             log=log,
         )
         results["teacher_seconds"] = round(teacher_s, 1)
+        results["epoch_seconds"] = {
+            "baseline": epoch_seconds(out / "baseline"),
+            **results["epoch_seconds"],
+        }
         results["train_seconds"] = round(teacher_s + results["train_seconds"], 1)
         results["total_seconds"] = round(time.perf_counter() - t0, 1)
         atomic_write_json(out / "results.json", results)

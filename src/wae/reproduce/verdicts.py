@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..stats import se_diff, verdict
+
 __all__ = ["SPEEDUP_FRACTION", "claims", "fmt_err", "fmt_num", "fmt_pm", "se_diff", "verdict"]
 
 SPEEDUP_FRACTION = 0.8  # "close to the MAC ratio": the paper's own 3.13 / 3.76 = 0.83
@@ -40,26 +42,6 @@ SPEEDUP_FRACTION = 0.8  # "close to the MAC ratio": the paper's own 3.13 / 3.76 
 def _m(results: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     m = results.get("methods", {}).get(key)
     return m if m and m.get("top1") is not None else None
-
-
-def se_diff(a: float, b: float, n: int) -> float:
-    """Standard error (points) of the difference of two accuracies (%) on n test images."""
-    if n <= 0:
-        return math.nan
-    pa, pb = a / 100.0, b / 100.0
-    return 100.0 * math.sqrt(max(pa * (1 - pa), 1e-12) / n + max(pb * (1 - pb), 1e-12) / n)
-
-
-def verdict(margin: float, se: float) -> str:
-    """ "holds" beyond +2 SE, "does not hold" beyond -2 SE, "inconclusive" within 2 SE;
-    with no SE (nan: no test-set size) the sign decides (see the module docstring)."""
-    if not math.isfinite(se):
-        return "holds" if margin > 0 else "does not hold"
-    if margin > 2 * se:
-        return "holds"
-    if margin < -2 * se:
-        return "does not hold"
-    return "inconclusive"
 
 
 def fmt_pm(mean: float | None, std: float | None, digits: int = 2) -> str:
