@@ -93,14 +93,7 @@ def _teacher_doc(checkpoint: Path) -> dict[str, Any]:
         doc = read_meta(checkpoint)
     except CheckpointError as e:
         raise AccelerateError(f"--checkpoint: {e}") from None
-    name, _ = spec_backbone(doc["spec"])
-    if name is None:
-        raise AccelerateError(
-            f"{checkpoint} does not hold a full-resolution network built from a named backbone "
-            f"(it holds {doc['spec'].get('name') or doc['spec'].get('backbone')!r}, built by "
-            f"{doc['spec']['builder']!r}). Accelerate the trained full-resolution network, e.g. "
-            f"the final checkpoint of a fashion_mnist_baseline run."
-        )
+    _backbone(doc, str(checkpoint))
     for key in ("input_size", "in_chans", "dataset"):
         if doc["meta"].get(key) is None:
             raise AccelerateError(
@@ -108,6 +101,22 @@ def _teacher_doc(checkpoint: Path) -> dict[str, Any]:
                 f"or imported by `wae accelerate --model ... --weights ...`."
             )
     return doc
+
+
+def _backbone(doc: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """(backbone name, builder kwargs) of the trained network in `doc`; an error unless it is
+    a full-resolution network built from a named backbone (so students can be built)."""
+    name, kwargs = spec_backbone(doc["spec"])
+    if name is None:
+        spec = doc["spec"]
+        raise AccelerateError(
+            f"{where} does not hold a full-resolution network built from a named backbone (it "
+            f"holds {spec.get('name') or spec.get('backbone')!r}, built by "
+            f"{spec['builder']!r}). Accelerate the trained full-resolution network, e.g. the "
+            f"final checkpoint of a fashion_mnist_baseline run, or one trained with model.name "
+            f"= 'timm:resnet18' and model.arch = 'full'."
+        )
+    return name, kwargs
 
 
 def teacher_doc_from_config(cfg: Any) -> dict[str, Any]:
@@ -146,13 +155,7 @@ def student_configs(
 
     checkpoint = Path(checkpoint)
     doc = doc if doc is not None else _teacher_doc(checkpoint)
-    name, kwargs = spec_backbone(doc["spec"])
-    if name is None:
-        raise AccelerateError(
-            f"The trained network ({doc['spec']}) is not a full-resolution network built from "
-            f"a named backbone; accelerate e.g. small_vgg_28_full or model.name = "
-            f"'timm:resnet18' with model.arch = 'full'."
-        )
+    name, kwargs = _backbone(doc, str(checkpoint))
     meta, tcfg = doc["meta"], doc.get("config") or {}
     raw = _template()
     raw["name"] = f"accelerate-{name}"

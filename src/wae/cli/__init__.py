@@ -120,6 +120,20 @@ def add_set_argument(p: argparse.ArgumentParser, help: str) -> None:
     )
 
 
+def add_allow_code_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--allow-code NAME [NAME ...]`` into ``args.allow_code``: the user's own backbone
+    factories a checkpoint may be rebuilt with (a checkpoint never imports code by itself)."""
+    p.add_argument(
+        "--allow-code",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="let the checkpoint build its network with your own function 'pkg.module:function' "
+        "(exactly this name; a checkpoint never imports code by itself)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wae",

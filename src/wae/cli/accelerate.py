@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..accelerate import accelerate, format_results
-from . import add_command, add_set_argument
+from . import add_allow_code_argument, add_command, add_set_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,14 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data-dir", default=None, help="with --model: where the dataset lives")
     src.add_argument("--input-size", type=int, default=None, help="with --model: image size")
     src.add_argument("--in-chans", type=int, default=None, help="with --model: 1 or 3")
-    src.add_argument(
-        "--allow-code",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="NAME",
-        help="your own backbone factory (pkg.module:function) the checkpoint is built with",
-    )
+    add_allow_code_argument(src)
     p.add_argument("--output", "-o", required=True, help="where everything is written")
     add_set_argument(p, help="override values of the students' config (as wae train --set)")
     p.add_argument("--no-half", action="store_true", help="skip the I_R + KD alternative")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import add_command
+from . import add_allow_code_argument, add_command
 
 _HEADS = ("average", "low", "fused")  # WAENet.HEADS, without importing torch for --help
 
@@ -60,15 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
-    p.add_argument(
-        "--allow-code",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="NAME",
-        help="let the checkpoint build its network with your own function 'pkg.module:function' "
-        "(exactly this name; a checkpoint never imports code by itself)",
-    )
+    add_allow_code_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", default=None, help="also write the JSON result to this file")
     p.set_defaults(run=run)

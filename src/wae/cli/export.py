@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import add_command
+from . import add_allow_code_argument, add_command
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,15 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--check-batch", type=int, default=3, help="batch size of the parity check")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed")
-    p.add_argument(
-        "--allow-code",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="NAME",
-        help="let the checkpoint build its network with your own function 'pkg.module:function' "
-        "(exactly this name; a checkpoint never imports code by itself)",
-    )
+    add_allow_code_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
