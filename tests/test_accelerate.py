@@ -171,7 +171,7 @@ def test_accelerate_quick_writes_the_table_and_verdict(teacher: Path, tmp_path, 
         (["--model", "resnet18"], "--weights"),
         (["--checkpoint", "x", "--data", "fashion-mnist"], "go with --model"),
         (["--checkpoint", "/nonexistent/ckpt"], "not a wae checkpoint"),
-        (["--checkpoint", "x", "--latency-batch", "0"], "latency batch"),
+        (["--checkpoint", "x", "--latency-batch", "0"], "--latency-batch"),
     ],
 )
 def test_accelerate_refuses_bad_options_before_any_work(argv, expect, tmp_path, run_cli) -> None:

@@ -17,7 +17,6 @@ Before any training the WAE's MAC ratio is computed: below
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import tomllib
@@ -28,6 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from . import cost
 from .checkpoint import (
     CheckpointError,
@@ -37,7 +38,7 @@ from .checkpoint import (
     read_meta,
 )
 from .errors import WAEError
-from .models import PlainNet, build_named
+from .models import PlainNet, build_named, is_model
 from .models.trained import spec_backbone
 from .runlock import RunLock
 from .stats import se_diff, verdict
@@ -45,6 +46,7 @@ from .train.setup import recipe_code
 
 __all__ = [
     "AccelerateError",
+    "QUICK_DATA",
     "QUICK_OVERRIDES",
     "accelerate",
     "check_payoff",
@@ -53,15 +55,14 @@ __all__ = [
     "run_acceleration",
     "student_configs",
     "teacher_doc_from_config",
+    "write_results",
 ]
 
 ROWS = {"baseline": "original (teacher)", "wae": "WAE + KD", "half": "I_R + KD"}
 # A smoke test of the whole path in well under a minute; its numbers mean nothing.
+QUICK_DATA = ("data.subset=600", "data.val_subset=200", "eval.subset=500", "eval.noise_vars=[]")
 QUICK_OVERRIDES = (
-    "data.subset=600",
-    "data.val_subset=200",
-    "eval.subset=500",
-    "eval.noise_vars=[]",
+    *QUICK_DATA,
     "stages.1.epochs=1",
     "stages.2.epochs=1",
     "stages.2.schedule.warmup_epochs=0",
@@ -130,7 +131,7 @@ def teacher_doc_from_config(cfg: Any) -> dict[str, Any]:
     m = cfg.model
     spec = (
         {"builder": "registry", "name": m.name, "kwargs": dict(m.kwargs)}
-        if m.arch == "auto"
+        if is_model(m.name)
         else {"builder": "plain", "backbone": m.name, "kwargs": dict(m.kwargs)}
     )
     meta = {"dataset": cfg.data.dataset, "input_size": size, "in_chans": chans}
@@ -252,9 +253,7 @@ def _imported_teacher(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_options(
-    checkpoint: Any, model: Any, weights: Any, data: Any, input_size: Any, numbers: dict
-) -> None:
+def _check_options(checkpoint: Any, model: Any, weights: Any, data: Any, input_size: Any) -> None:
     if (checkpoint is None) == (model is None):
         raise AccelerateError(
             "Name the trained network once: --checkpoint DIR (a wae checkpoint, e.g. "
@@ -272,11 +271,6 @@ def _check_options(
             "--weights, --data and --input-size go with --model; a --checkpoint carries its "
             "data and size."
         )
-    for name, (value, lo) in numbers.items():
-        if value is not None and not (
-            isinstance(value, (int, float)) and math.isfinite(value) and value >= lo
-        ):
-            raise AccelerateError(f"{name} must be a number >= {lo}, got {value!r}.")
 
 
 def check_payoff(
@@ -332,12 +326,8 @@ def accelerate(
     written.
     Re-running reuses finished runs (same config) and continues unfinished ones.
     """
-    numbers = {
-        "latency batch": (latency_batch, 1),
-        "threads": (threads, 1),
-        "min run time": (min_run_time, 0.01),
-    }
-    _check_options(checkpoint, model, weights, data, input_size, numbers)
+    _check_options(checkpoint, model, weights, data, input_size)
+    cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
     lock = RunLock(output, "wae accelerate")  # checks the path
     overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
     if checkpoint is not None:
@@ -356,18 +346,21 @@ def accelerate(
     with lock:
         if checkpoint is None:
             _save_teacher(tdir, teacher, doc)
-        return run_acceleration(
+        results = run_acceleration(
             lock.dir,
             tdir,
             configs,
             overwrite=overwrite,
             quick=quick,
             payoff=payoff,
+            teacher=teacher,
             latency_batch=latency_batch,
             threads=threads,
             min_run_time=min_run_time,
             log=log,
         )
+        write_results(lock.dir, results)
+    return results
 
 
 def run_acceleration(
@@ -378,14 +371,16 @@ def run_acceleration(
     overwrite: bool = False,
     quick: bool = False,
     payoff: dict[str, Any] | None = None,
+    teacher: nn.Module | None = None,
     latency_batch: int = 256,
     threads: int | None = None,
     min_run_time: float = 2.0,
     log: Any = print,
 ) -> dict[str, Any]:
-    """The work once everything is checked and `out` is held: score the teacher in `tdir`,
-    train the students of `configs` (:func:`student_configs`) into OUT/<key>, time all in one
-    run, write results.json and results.md; returns results.json's dict."""
+    """The work once everything is checked and `out` is held: score the teacher in `tdir`
+    (`teacher`: it, loaded already), train the students of `configs`
+    (:func:`student_configs`) into OUT/<key>, time all in one run; returns results.json's
+    dict, for :func:`write_results`."""
     t0 = time.perf_counter()
     log(f"[accelerate] scoring the trained network {tdir} on the test set")
     code = recipe_code(configs["wae"])  # the backbone the teacher was accepted with
@@ -395,7 +390,7 @@ def run_acceleration(
         trained = _train(out, configs, overwrite, log)
         train_s = time.perf_counter() - t0
         models = {
-            "baseline": load_model(tdir, allow_code=code)[0],
+            "baseline": teacher if teacher is not None else load_model(tdir, allow_code=code)[0],
             **{
                 k: load_model(r["final_checkpoint"], allow_code=code)[0] for k, r in trained.items()
             },
@@ -405,9 +400,13 @@ def run_acceleration(
     results.update(quick=quick, payoff=payoff, train_seconds=round(train_s, 1))
     results["epoch_seconds"] = {k: epoch_seconds(out / k) for k in trained}
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    return results
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    """OUT/results.json and OUT/results.md (the table), each written atomically."""
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
-    return results
 
 
 def _save_teacher(tdir: Path, teacher: Any, doc: dict[str, Any]) -> None:

@@ -26,15 +26,18 @@ from typing import Any
 
 import torch
 
+from . import cost
 from .accelerate import (
+    QUICK_DATA,
     QUICK_OVERRIDES,
     epoch_seconds,
     format_results,
     run_acceleration,
     student_configs,
     teacher_doc_from_config,
+    write_results,
 )
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_model
+from .checkpoint import load_model
 from .errors import WAEError
 from .runlock import RunLock
 
@@ -43,10 +46,7 @@ __all__ = ["BASELINE_RECIPE", "format_results", "run_demo"]
 BASELINE_RECIPE = "fashion_mnist_baseline"
 # The teacher's part of the smoke test (the students get accelerate's QUICK_OVERRIDES).
 _QUICK_BASELINE = (
-    "data.subset=600",
-    "data.val_subset=200",
-    "eval.subset=500",
-    "eval.noise_vars=[]",
+    *QUICK_DATA,
     "model.kwargs.width=8",
     "stages.1.epochs=1",
     "stages.1.schedule.warmup_epochs=0",
@@ -76,6 +76,7 @@ def run_demo(
     from .train import load_config, run_training
 
     t0 = time.perf_counter()
+    cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
     lock = RunLock(output, "wae demo")  # checks the path
     out = lock.dir
     base_over = [*(_QUICK_BASELINE if quick else ()), *overrides]
@@ -114,8 +115,7 @@ def run_demo(
         }
         results["train_seconds"] = round(teacher_s + results["train_seconds"], 1)
         results["total_seconds"] = round(time.perf_counter() - t0, 1)
-        atomic_write_json(out / "results.json", results)
-        atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
+        write_results(out, results)
         wae_model = load_model(results["wae"]["checkpoint"])[0]
         _decomposition_figure(wae_model, results["configs"]["wae"], out / "decomposition.png")
     return results

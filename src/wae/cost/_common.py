@@ -57,15 +57,21 @@ class MeasureError(WAEError, ValueError):
 
 def check_timing(
     *,
+    batch_size: int | None = None,
     threads: int | None = None,
     min_run_time: float | None = None,
     rounds: int | None = None,
     warmup: int | None = None,
 ) -> None:
     """Refuse timing settings that would time nothing or mislead (:class:`MeasureError`):
-    threads >= 1, min_run_time a finite number of seconds > 0, rounds >= 1, warmup >= 0.
-    None means "not given" (the caller's default)."""
+    batch_size >= 1, threads >= 1, min_run_time a finite number of seconds > 0, rounds >= 1,
+    warmup >= 0. None means "not given" (the caller's default)."""
     bad = []
+    if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
+        bad.append(
+            f"the timing batch size (--batch-size, --latency-batch) must be an integer >= 1, "
+            f"got {batch_size!r}"
+        )
     if threads is not None and not (_is_int(threads) and threads >= 1):
         bad.append(f"threads (--threads) must be an integer >= 1, got {threads!r}")
     if min_run_time is not None and not (

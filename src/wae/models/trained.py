@@ -28,7 +28,13 @@ from ._registry import model_cfg
 from .plain import PlainNet
 from .wae_net import ClassifierHead, LinearHead, WAENet
 
-__all__ = ["from_trained", "init_from_trained", "spec_backbone", "trained_classifier"]
+__all__ = [
+    "from_trained",
+    "init_from_trained",
+    "is_full_resolution",
+    "spec_backbone",
+    "trained_classifier",
+]
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
@@ -72,6 +78,11 @@ def trained_classifier(model: nn.Module) -> nn.Linear | None:
     else:
         clf = getattr(model, "fc", None)  # torchvision ResNets, RegNets, ...
     return clf if isinstance(clf, nn.Linear) else None
+
+
+def is_full_resolution(model: nn.Module) -> bool:
+    """Whether `model` classifies the full-resolution image (not a WAE, not on I_R)."""
+    return not isinstance(model, WAENet) and not getattr(model, "half", False)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

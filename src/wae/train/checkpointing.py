@@ -20,10 +20,11 @@ from ..checkpoint import (
     atomic_write_json,
     load_checkpoint,
     load_model,
+    read_meta,
     save_checkpoint,
 )
 from ..models import PlainNet, WAENet
-from ..models.trained import init_from_trained
+from ..models.trained import init_from_trained, spec_backbone
 from . import rundir
 from .config import stage_fingerprint
 from .schedule import LRSchedule, Monitor
@@ -237,12 +238,14 @@ def load_init(ctx: RunContext, directory: Path) -> None:
     if not (isinstance(m, WAENet) or (isinstance(m, PlainNet) and m.half)):
         load_weights(ctx, directory, "model.init checkpoint")
         return
-    if not (directory / "model.json").is_file():
-        load_weights(ctx, directory, "model.init checkpoint")  # its error names the problem
-    trained, _ = load_model(directory, num_classes=ctx.num_classes, allow_code=recipe_code(ctx.cfg))
-    if isinstance(trained, WAENet) or getattr(trained, "half", False):
-        load_weights(ctx, directory, "model.init checkpoint")  # the same kind: exact
+    if (
+        not (directory / "model.json").is_file()
+        or spec_backbone(read_meta(directory)["spec"])[0] is None
+    ):
+        # Not a full-resolution network built by name: an exact load (or its clear error).
+        load_weights(ctx, directory, "model.init checkpoint")
         return
+    trained, _ = load_model(directory, num_classes=ctx.num_classes, allow_code=recipe_code(ctx.cfg))
     try:
         report = init_from_trained(m, trained.to(ctx.env.device))
     except (RuntimeError, ValueError) as e:

@@ -19,6 +19,7 @@ from ..data import LabeledDataset
 from ..errors import WAEError
 from ..models import WAENet, build_named
 from ..models.spec import SpecError, is_factory_name, validate_spec
+from ..models.trained import is_full_resolution
 from ..runtime import autocast, is_out_of_memory
 from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
 from .datasets import build_datasets, resolve_image
@@ -246,7 +247,7 @@ def build_teacher(ctx: RunContext) -> None:
         )
     except CheckpointError as e:
         raise ConfigError(f"teacher.checkpoint: {e}") from None
-    if isinstance(teacher, WAENet) or getattr(teacher, "half", False):
+    if not is_full_resolution(teacher):
         raise ConfigError(
             f"teacher.checkpoint {path} holds a {type(teacher).__name__}"
             f"{' on the half-size image' if getattr(teacher, 'half', False) else ''}; the "
