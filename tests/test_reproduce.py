@@ -37,6 +37,7 @@ from wae.reproduce.methods import (
     ReproduceError,
     auto_subset,
     classifier_epochs,
+    default_recipes,
     derive_configs,
     estimate_seconds,
     resolve_recipe,
@@ -402,6 +403,27 @@ def test_budget_estimate_and_auto_subset(recipes):
     assert one is not None and two is not None and two > one
 
 
+def test_textures_recipes_are_the_default_for_skimage_textures():
+    assert default_recipes("skimage-textures-64") == ("textures.toml", "textures_baseline.toml")
+    assert default_recipes("fashion-mnist")[0] == "fashion_mnist.toml"
+    assert default_recipes("/data/faces")[0] == "fashion_mnist.toml"
+    wae_cfg = load_config(resolve_recipe(None, "textures.toml"))
+    base_cfg = load_config(resolve_recipe(None, "textures_baseline.toml"))
+    cfgs = derive_configs(wae_cfg, base_cfg, seed=0)
+    # The registered 64-px family: every method on the same backbone and patches.
+    assert cfgs["full"]["model"]["name"] == "small_vgg_64_full"
+    assert cfgs["half"]["model"]["name"] == "small_vgg_64_half"
+    assert {c["data"]["dataset"] for c in cfgs.values()} == {"skimage-textures"}
+    # A 64x64 image costs (64 / 28)**2 as much as a 28x28 one: so does the estimate.
+    fm = load_config(resolve_recipe(None, "fashion_mnist.toml"), ["model.kwargs.width=16"])
+    fm_cfgs = derive_configs(
+        fm, load_config(resolve_recipe(None, "fashion_mnist_baseline.toml")), seed=0
+    )
+    tex = estimate_seconds({"full": cfgs["full"]}, 1000, 0, 0)["full"]
+    fm_s = estimate_seconds({"full": fm_cfgs["full"]}, 1000, 0, 0)["full"]
+    assert tex / fm_s == pytest.approx((64 / 28) ** 2 * 12 / classifier_epochs(config_to_dict(fm)))
+
+
 def test_wall_seconds_and_jobs():
     est = {"full": 100.0, "wae": 60.0, "fixed": 40.0}
     assert wall_seconds(est) == 200.0
@@ -665,6 +687,10 @@ def test_report_writer(tmp_path):
     assert "| WAE | 8.50 |" in text  # ours: top-1 err = 100 - 91.5
     assert "**holds**" in text
     assert "QUICK" not in format_report(fake_results(quick=False))
+    assert "Trivial cues" not in text  # reports made before it was measured have no line
+    r = fake_results()
+    r["trivial_cue"] = {"top1": 11.8, "chance": 10.0}
+    assert "gets 11.8 % top-1 (chance 10.0 %)" in format_report(r)
 
 
 # --------------------------------------------------------------------------------------------

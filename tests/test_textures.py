@@ -19,7 +19,6 @@ from wae.data.textures import (  # noqa: E402
     _load_photo,
     build_textures,
     parse_textures_name,
-    trivial_cue_accuracy,
     write_image_folder,
 )
 
@@ -122,9 +121,3 @@ def test_image_folder_round_trip(tmp_path) -> None:
         write_image_folder(SMALL, out)
     with pytest.raises(DataError, match="not a skimage-textures"):
         write_image_folder("fashion-mnist", tmp_path / "other")
-
-
-def test_trivial_cue_accuracy_is_a_percentage() -> None:
-    train, test = build_dataset(SMALL, "train"), build_dataset(SMALL, "test")
-    acc = trivial_cue_accuracy(train, test)
-    assert isinstance(acc, float) and 0.0 <= acc <= 100.0

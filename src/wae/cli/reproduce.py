@@ -19,6 +19,7 @@ _EPILOG = """\
 examples:
   wae reproduce --quick                          # smoke test of the whole pipeline
   wae reproduce --dataset fashion-mnist          # the paper's tables (~40 min on 2 cores)
+  wae reproduce --dataset skimage-textures       # 64x64 texture patches (recipe: textures)
   wae reproduce --plan                           # what it would train, and how long
   wae reproduce --seeds 0 1 2 --jobs 3           # three seeds side by side
   wae reproduce --dataset /data/faces --set data.input_size=32 model.name=wae_small_vgg_32
@@ -103,13 +104,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recipe",
         default=None,
-        help="WAE recipe: a TOML file or a packaged recipe's name (default: fashion_mnist)",
+        help="WAE recipe: a TOML file or a packaged recipe's name (default: textures for a "
+        "skimage-textures dataset, else fashion_mnist)",
     )
     p.add_argument(
         "--baseline-recipe",
         default=None,
         help="baseline recipe: a TOML file or a packaged recipe's name (default: "
-        "fashion_mnist_baseline)",
+        "textures_baseline for a skimage-textures dataset, else fashion_mnist_baseline)",
     )
     add_set_argument(p, help="override values of the WAE recipe (as wae train --set)")
     p.add_argument(

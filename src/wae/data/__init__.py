@@ -1,6 +1,6 @@
 """Data layer: datasets, transforms and loaders for training and evaluating WAE models.
 
-One entry point, :func:`build_dataset`, covers three sources:
+One entry point, :func:`build_dataset`, covers four sources:
 
 * ``"fashion-mnist"`` (the embedded default): read straight from its four IDX files
   (:func:`read_idx`). Default location ``/usr/share/datasets/fashion-mnist`` (Debian package
@@ -8,6 +8,8 @@ One entry point, :func:`build_dataset`, covers three sources:
   held as one uint8 tensor, so fetching an item is a tensor index, not a PIL round trip.
 * ``"cifar10"`` / ``"cifar100"``: loaded (or downloaded) by torchvision, then held as a tensor
   the same way.
+* ``"skimage-textures"``: grey texture patches cut from the photos scikit-image bundles
+  (``textures``), built in seconds, identical on every machine.
 * any directory in ImageFolder layout (``root/<class>/<image>``, optionally with
   ``root/train`` and ``root/val``), e.g. ImageNet or face-identity folders.
 
@@ -28,9 +30,11 @@ Modules, one concern each: ``errors`` (DataError/DataWarning), ``idx`` (IDX file
 ``locate`` (data directories, finding the Fashion-MNIST files), ``sources`` (in-memory
 Fashion-MNIST/CIFAR splits), ``folders`` (ImageFolder trees), ``transforms`` (resize/crop/flip,
 channel stats), ``splits`` (balanced subsets, stratified splits), ``datasets``
-(:func:`build_dataset`, :class:`LabeledDataset`), ``loaders`` (seeded DataLoaders).
+(:func:`build_dataset`, :class:`LabeledDataset`), ``loaders`` (seeded DataLoaders),
+``textures`` (skimage-textures), ``cues`` (the trivial-cue baseline: brightness and contrast).
 """
 
+from .cues import trivial_cue_accuracy
 from .datasets import DatasetInfo, LabeledDataset, Split, build_dataset
 from .errors import DataError, DataWarning
 from .folders import FOLDER_VAL_FRACTION, ImageFolderSource
@@ -75,5 +79,6 @@ __all__ = [
     "read_idx",
     "stratified_split",
     "train_val_split",
+    "trivial_cue_accuracy",
     "write_idx",
 ]

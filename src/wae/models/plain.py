@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._backbone import build_classifier
-from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
+from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_S64, CFG_VGG16
 from ._registry import register_model
 
 __all__ = ["PlainNet", "HalfResize"]
@@ -128,3 +128,15 @@ def small_vgg_32_full(**kwargs: Any) -> PlainNet:
 def small_vgg_32_half(**kwargs: Any) -> PlainNet:
     """SmallVGG on 32x32 colour images resized to 16x16."""
     return _create_plain("small_vgg", CFG_S32, True, **kwargs)
+
+
+@register_model(kind="plain", **CFG_S64)
+def small_vgg_64_full(**kwargs: Any) -> PlainNet:
+    """SmallVGG on 64x64 grey patches (skimage-textures)."""
+    return _create_plain("small_vgg", CFG_S64, False, **kwargs)
+
+
+@register_model(kind="plain", **CFG_S64)
+def small_vgg_64_half(**kwargs: Any) -> PlainNet:
+    """SmallVGG on 64x64 grey patches resized to 32x32."""
+    return _create_plain("small_vgg", CFG_S64, True, **kwargs)

@@ -45,7 +45,7 @@ from ._backbone import (
     runnable_sides,
     size_advice,
 )
-from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_VGG16
+from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_S64, CFG_VGG16
 from ._registry import register_model
 from ._slim import quarter_width
 from .spec import SpecError
@@ -614,3 +614,9 @@ def wae_small_vgg_28(**kwargs: Any) -> WAENet:
 def wae_small_vgg_32(**kwargs: Any) -> WAENet:
     """WAE + SmallVGG for 32x32 colour images (CIFAR)."""
     return _create_wae_net("small_vgg", CFG_S32, **kwargs)
+
+
+@register_model(kind="wae", **CFG_S64)
+def wae_small_vgg_64(**kwargs: Any) -> WAENet:
+    """WAE + SmallVGG for 64x64 grey patches (skimage-textures)."""
+    return _create_wae_net("small_vgg", CFG_S64, **kwargs)

@@ -1,7 +1,8 @@
 """The methods of the paper's comparison, as training configs derived from the two recipes.
 
-Every method is built from the WAE recipe (the packaged ``fashion_mnist``) and the baseline
-recipe (``fashion_mnist_baseline``), read at run time:
+Every method is built from the WAE recipe and the baseline recipe (the packaged
+``fashion_mnist`` and ``fashion_mnist_baseline``, or ``textures`` and ``textures_baseline`` for
+skimage-textures: :func:`default_recipes`), read at run time:
 
 * the WAE recipe gives the data, the evaluation, the runtime, the seed, the backbone width and
   its three stages (WAE alone, classifier on the frozen WAE, joint fine-tuning);
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..accelerate import kd_settings
+from ..data.textures import parse_textures_name
 from ..errors import WAEError
 from ..models import is_model, model_cfg
 from ..train.config import TrainConfig, config_to_dict, load_config
@@ -49,6 +51,7 @@ __all__ = [
     "auto_subset",
     "budget_text",
     "plain_names",
+    "default_recipes",
     "resolve_recipe",
     "short_hash",
     "split_stages",
@@ -385,6 +388,7 @@ def _kd_text(cfg: Mapping[str, Any]) -> str:
 # Only used to estimate and to choose the auto subset, never recorded in a config, so they
 # cannot change what a run computes.
 _RATE_WIDTH = 48
+_RATE_SIZE = 28  # other input sizes scale the rates by the pixel count
 _TRAIN_RATE = {
     "full": 300.0,
     "half": 1050.0,
@@ -452,12 +456,20 @@ def wall_seconds(estimate: Mapping[str, float], jobs: int = 1) -> float:
     return fixed + (work if jobs <= 1 else work / (jobs * _PARALLEL_EFFICIENCY))
 
 
-def _width_scale(width: int | None) -> float:
-    """Rough throughput factor of the classifier width vs the measured one (_RATE_WIDTH)."""
-    if not width:
-        return 1.0
+def _rate_scale(width: int | None, input_size: int | None) -> float:
+    """Rough throughput factor of a classifier's width and input size vs the measured ones
+    (_RATE_WIDTH, _RATE_SIZE)."""
     # Roughly as the MACs (conv channels squared); tiny widths are overhead-bound: cap the gain.
-    return min((_RATE_WIDTH / width) ** 2, 4.0)
+    w = min((_RATE_WIDTH / width) ** 2, 4.0) if width else 1.0
+    return w * (_RATE_SIZE / input_size) ** 2 if input_size else w
+
+
+def _input_size(cfg: Mapping[str, Any]) -> int | None:
+    """A method config's input size: its data's, else its registered model's."""
+    name = cfg["model"]["name"]
+    return cfg["data"].get("input_size") or (
+        model_cfg(name).get("input_size") if is_model(name) else None
+    )
 
 
 def estimate_seconds(
@@ -472,10 +484,11 @@ def estimate_seconds(
     """Estimated seconds per method (training + validation + test with noise), all seeds,
     plus ``"fixed"`` for what runs once."""
     out: dict[str, float] = {}
-    width = None
+    width = size = None
     for key, c in configs.items():
         width = width or c["model"]["kwargs"].get("width")
-        scale = _width_scale(c["model"]["kwargs"].get("width"))
+        size = size or _input_size(c)
+        scale = _rate_scale(c["model"]["kwargs"].get("width"), size)
         n_noise = 1 + len(c["eval"]["noise_vars"])
         t = 0.0
         for i, s in enumerate(c["stages"], 1):
@@ -486,7 +499,7 @@ def estimate_seconds(
     if "wae" in configs:  # its stage-2 checkpoint is evaluated too
         c = configs["wae"]
         n_noise = 1 + len(c["eval"]["noise_vars"])
-        scale = _width_scale(width)
+        scale = _rate_scale(width, size)
         out["wae_noft"] = n_test * n_noise / (_EVAL_RATE["wae_noft"] * scale) * seeds
     out["fixed"] = _FIXED_QUICK_S if quick else _FIXED_S
     return out
@@ -520,6 +533,14 @@ def auto_subset(
     if best is None:
         return minimum
     return None if best + step > total_train else max(best, minimum)
+
+
+def default_recipes(dataset: str) -> tuple[str, str]:
+    """The packaged (WAE, baseline) recipes for `dataset`: ``textures`` for a
+    skimage-textures name, else ``fashion_mnist`` (which another dataset adapts with --set)."""
+    if parse_textures_name(dataset) is not None:
+        return "textures.toml", "textures_baseline.toml"
+    return "fashion_mnist.toml", "fashion_mnist_baseline.toml"
 
 
 def resolve_recipe(path: str | Path | None, default_name: str) -> str | Path:

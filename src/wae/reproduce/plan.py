@@ -27,6 +27,7 @@ from .methods import (
     Plan,
     ReproduceError,
     auto_subset,
+    default_recipes,
     derive_configs,
     estimate_seconds,
     plain_names,
@@ -131,8 +132,9 @@ def _statuses(
 
 def _load_inputs(opts: ReproduceOptions) -> tuple[TrainConfig, TrainConfig, Any, Any]:
     """(WAE config with the options applied, baseline config, the two recipes' sources)."""
-    recipe = resolve_recipe(opts.recipe, "fashion_mnist.toml")
-    base_recipe = resolve_recipe(opts.baseline_recipe, "fashion_mnist_baseline.toml")
+    wae_default, base_default = default_recipes(str(opts.dataset))
+    recipe = resolve_recipe(opts.recipe, wae_default)
+    base_recipe = resolve_recipe(opts.baseline_recipe, base_default)
     ov = [
         f"data.dataset={json.dumps(str(opts.dataset))}",
         'eval.split="test"',

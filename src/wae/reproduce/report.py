@@ -105,6 +105,17 @@ def _title(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _cue_line(cue: Mapping[str, float] | None) -> list[str]:
+    """The trivial-cue baseline's line (none in reports made before it was measured)."""
+    if not cue:
+        return []
+    return [
+        f"- Trivial cues: a logistic regression on each test image's mean and standard "
+        f"deviation alone (`wae.data.trivial_cue_accuracy`) gets {cue['top1']:.1f} % top-1 "
+        f"(chance {cue['chance']:.1f} %)."
+    ]
+
+
 def _setup(results: Mapping[str, Any]) -> list[str]:
     plan = results.get("plan", {})
     seeds = results.get("seeds", [])
@@ -119,6 +130,7 @@ def _setup(results: Mapping[str, Any]) -> list[str]:
             if plan.get("subset")
             else "."
         ),
+        *_cue_line(results.get("trivial_cue")),
         f"- Backbone: {results.get('backbone', '?')}; seeds {seeds} "
         + ("(mean ± sample standard deviation over seeds)." if len(seeds) > 1 else "(one seed)."),
         f"- Budget: every classifier trains for E_c = {plan.get('classifier_epochs')} epochs "
