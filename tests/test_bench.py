@@ -159,3 +159,11 @@ def test_optimize_check_raises() -> None:
     model = wae.create_model("small_vgg_28_full")
     with pytest.raises(OptimizeError, match="changed the outputs"):
         optimize_for_inference(model, check=x, atol=-1.0)  # no result can meet this
+
+
+def test_report_says_what_the_cpu_offers_low_precision() -> None:
+    from wae.bench.report import _features_line
+
+    assert "none of AMX" in _features_line({"flags": [], "capability": "AVX2"})
+    assert "amx_bf16" in _features_line({"flags": ["amx_bf16"], "capability": "AVX512"})
+    assert "not recorded" in _features_line(None)

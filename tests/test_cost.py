@@ -422,3 +422,18 @@ def test_out_of_memory_advises_a_smaller_input(
     monkeypatch.setattr(baselines, "_build", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # anything else passes through untouched
         compare_baselines("small_vgg", 28, latency=False)
+
+
+def test_cpu_features_lists_only_low_precision_flags_the_cpu_has() -> None:
+    from wae.cost import LOW_PRECISION_FLAGS, cpu_features
+
+    feats = cpu_features()
+    assert set(feats["flags"]) <= set(LOW_PRECISION_FLAGS)
+    assert isinstance(feats["capability"], str) and feats["capability"]
+    assert machine_info()["cpu_features"] == feats
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_amx = " amx_bf16" in f.read()
+    except OSError:
+        return
+    assert ("amx_bf16" in feats["flags"]) == has_amx

@@ -9,6 +9,14 @@ from typing import Any
 __all__ = ["format_markdown"]
 
 
+def _features_line(feats: dict | None) -> str:
+    """What the CPU offers low-precision inference (bench results before this have none)."""
+    if not feats:
+        return "- CPU features: not recorded"
+    flags = ", ".join(feats["flags"]) or "none of AMX, AVX-512 BF16, AVX-512 VNNI"
+    return f"- CPU features: {flags}; PyTorch CPU kernels: {feats['capability']}"
+
+
 def _cell(e: Mapping[str, Any] | None) -> str:
     if not e:
         return "-"
@@ -29,6 +37,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         "",
         f"- CPU: {mach['cpu_model']} ({mach.get('usable_cores')} usable cores); torch "
         f"{mach['torch_version']}, onnxruntime {result.get('onnxruntime_version', '?')}",
+        _features_line(mach.get("cpu_features")),
         f"- load average (1/5/15 min) at start {result.get('load_avg_start')}, at end "
         f"{result.get('load_avg_end')}"
         + (

@@ -40,7 +40,7 @@ from ..runtime import check_device
 from ._common import ExampleInput, MeasureError, check_timing
 from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare_baselines
 from .latency import Latency, measure_interleaved, measure_latency
-from .machine import machine_info
+from .machine import LOW_PRECISION_FLAGS, cpu_features, machine_info
 from .ops import OTHER, OpCount, PartCount, PartsSpec, count_ops
 from .payoff import PAYOFF_MIN_RATIO, Payoff, PayoffWarning, check_payoff, mac_payoff
 from .profiling import Comparison, ModelProfile, compare, profile
@@ -73,6 +73,8 @@ __all__ = [
     "format_table",
     "mac_payoff",
     "machine_info",
+    "cpu_features",
+    "LOW_PRECISION_FLAGS",
     "measure_interleaved",
     "measure_latency",
     "profile",

@@ -10,7 +10,11 @@ import torch
 
 from ..runtime import usable_cores
 
-__all__ = ["machine_info"]
+__all__ = ["LOW_PRECISION_FLAGS", "cpu_features", "machine_info"]
+
+#: The CPU flags that decide how fast bf16 and int8 convolutions run through oneDNN: AMX
+#: tiles, AVX-512 BF16 and VNNI dot products (without them bf16 is emulated, int8 is slower).
+LOW_PRECISION_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f")
 
 
 def _cpu_model() -> str:
@@ -42,6 +46,26 @@ def _physical_cores() -> int | None:
     return len(cores) or None
 
 
+def cpu_features() -> dict[str, Any]:
+    """``{"flags": the present ones of LOW_PRECISION_FLAGS, "capability": the ISA PyTorch's
+    CPU kernels dispatch to (e.g. "AVX512", "AVX2")}``; flags empty where /proc/cpuinfo is
+    not readable (not Linux)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = "unknown"
+    return {"flags": [f for f in LOW_PRECISION_FLAGS if f in flags], "capability": capability}
+
+
 def machine_info(threads: int | None = None) -> dict[str, Any]:
     """Describe the machine and PyTorch build; included in every profile and table header.
 
@@ -59,6 +83,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "cpu_features": cpu_features(),
     }
     if torch.cuda.is_available():
         info["cuda_devices"] = [
