@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         default=None,
-        help="fashion-mnist, cifar10, cifar100 or an ImageFolder path "
+        help="fashion-mnist, cifar10, cifar100, skimage-textures[-P] or an ImageFolder path "
         "(default: the dataset the checkpoint was trained on)",
     )
     p.add_argument(
