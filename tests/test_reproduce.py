@@ -422,6 +422,12 @@ def test_textures_recipes_are_the_default_for_skimage_textures():
     tex = estimate_seconds({"full": cfgs["full"]}, 1000, 0, 0)["full"]
     fm_s = estimate_seconds({"full": fm_cfgs["full"]}, 1000, 0, 0)["full"]
     assert tex / fm_s == pytest.approx((64 / 28) ** 2 * 12 / classifier_epochs(config_to_dict(fm)))
+    # The WAE alone (stage 1) has no classifier: a narrower one does not make it cheaper.
+    wae_only = {"wae": {**cfgs["wae"], "stages": cfgs["wae"]["stages"][:1]}}
+    narrow = {"wae": {**wae_only["wae"], "model": {**cfgs["wae"]["model"], "kwargs": {"width": 8}}}}
+    assert estimate_seconds(wae_only, 1000, 0, 0)["wae"] == pytest.approx(
+        estimate_seconds(narrow, 1000, 0, 0)["wae"]
+    )
 
 
 def test_wall_seconds_and_jobs():

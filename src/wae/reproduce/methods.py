@@ -492,8 +492,10 @@ def estimate_seconds(
         n_noise = 1 + len(c["eval"]["noise_vars"])
         t = 0.0
         for i, s in enumerate(c["stages"], 1):
-            rate = _TRAIN_RATE.get(f"{key}/{i}", _TRAIN_RATE.get(key, 800.0)) * scale
-            t += s["epochs"] * (n_train / rate + n_val / (_EVAL_RATE.get(key, 1000.0) * scale))
+            # The WAE alone (stage 1) runs no classifier: its cost does not follow the width.
+            sc = _rate_scale(None, size) if set(s["losses"]) <= {"transform"} else scale
+            rate = _TRAIN_RATE.get(f"{key}/{i}", _TRAIN_RATE.get(key, 800.0)) * sc
+            t += s["epochs"] * (n_train / rate + n_val / (_EVAL_RATE.get(key, 1000.0) * sc))
         t += n_test * n_noise / (_EVAL_RATE.get(key, 1000.0) * scale)
         out[key] = t * seeds
     if "wae" in configs:  # its stage-2 checkpoint is evaluated too
