@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -17,26 +18,27 @@ __all__ = ["LOW_PRECISION_FLAGS", "cpu_features", "machine_info"]
 LOW_PRECISION_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f")
 
 
-def _cpu_model() -> str:
+@lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once ("" where it does not exist: not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return f.read()
     except OSError:
-        pass
+        return ""
+
+
+def _cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
 def _physical_cores() -> int | None:
     # Distinct (physical id, core id) pairs; hyper-threads share a core.
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return None
     cores = set()
-    for block in text.strip().split("\n\n"):
+    for block in _cpuinfo().strip().split("\n\n"):
         kv = dict(
             (k.strip(), v.strip())
             for k, v in (ln.split(":", 1) for ln in block.splitlines() if ":" in ln)
@@ -50,15 +52,10 @@ def cpu_features() -> dict[str, Any]:
     """``{"flags": the present ones of LOW_PRECISION_FLAGS, "capability": the ISA PyTorch's
     CPU kernels dispatch to (e.g. "AVX512", "AVX2")}``; flags empty where /proc/cpuinfo is
     not readable (not Linux)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    present = (
+        ln.split(":", 1)[1].split() for ln in _cpuinfo().splitlines() if ln.startswith("flags")
+    )
+    flags = set(next(present, []))  # the first CPU's flags (every core lists the same)
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except (AttributeError, RuntimeError):
