@@ -18,5 +18,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "setup: installing wae and its dependencies into .venv (torch takes a minute or two)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,openvino]"
 echo "setup: done. Activate with: source .venv/bin/activate"

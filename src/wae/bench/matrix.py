@@ -35,9 +35,11 @@ from torch import nn
 
 from .. import cost
 from ..data.transforms import check_input_size
+from ..precision import check_precisions, cpu_precision_note
 from ..runtime import check_device, usable_cores
 from .backends import (
     ALL_BACKENDS,
+    PRECISIONS,
     PYTORCH_TUNED,
     RUNTIME,
     BackboneCache,
@@ -104,24 +106,36 @@ def run_config(
     rounds: int,
     warmup: int,
     cache: BackboneCache,
+    precisions: Sequence[str] = ("fp32",),
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Prepare every (model, backend) pair of one config and time them together."""
+    """Prepare every (model, backend, precision) candidate of one config and time them
+    together; a backend that does not run a precision (PRECISIONS) is left out."""
     device = torch.device(cfg.device)
     x = _input(cfg)
     prepared: dict[str, Prepared] = {}
-    entries: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in models}
-    for mname, model in models.items():
-        for backend in backends:
-            key = f"{mname}/{backend}"
-            log(f"  preparing {key}")
-            try:
-                prepared[key] = prepare_backend(
-                    backend, mname, model, x, threads=cfg.threads, amp=cfg.amp, cache=cache
-                )
-            except BackendUnavailable as e:
-                entries[mname][backend] = {"status": "failed", "error": str(e)}
-                log(f"  {key}: unavailable ({e})")
+    entries: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+        p: {m: {} for m in models} for p in precisions
+    }
+    for prec in precisions:
+        for mname, model in models.items():
+            for backend in (b for b in backends if prec in PRECISIONS[b]):
+                key = f"{mname}/{backend}/{prec}"
+                log(f"  preparing {key}")
+                try:
+                    prepared[key] = prepare_backend(
+                        backend,
+                        mname,
+                        model,
+                        x,
+                        threads=cfg.threads,
+                        amp=cfg.amp,
+                        cache=cache,
+                        precision=prec,
+                    )
+                except BackendUnavailable as e:
+                    entries[prec][mname][backend] = {"status": "failed", "error": str(e)}
+                    log(f"  {key}: unavailable ({e})")
     load_before = load_average()
     log(f"  timing {len(prepared)} candidates (load average {load_before})")
     lats = measure_grouped(
@@ -135,22 +149,25 @@ def run_config(
     )
     load_after = load_average()
     for key, lat in lats.items():
-        mname, backend = key.split("/")
-        p = prepared[key]
-        entries[mname][backend] = {
-            "status": "ok",
-            "median_ms": lat.median_ms,
-            "iqr_ms": lat.iqr_ms,
-            "min_ms": lat.min_ms,
-            "max_ms": lat.max_ms,
-            "mean_ms": lat.mean_ms,
-            "n": lat.n_measurements,
-            "runs": lat.runs,
-            "setup_s": round(p.setup_s, 2),
-            "note": p.note,
-        }
+        mname, backend, prec = key.split("/")
+        entries[prec][mname][backend] = _entry(lat, prepared[key])
     prepared.clear()
     return _summarise(cfg, entries, models, x, cache, load_before, load_after)
+
+
+def _entry(lat: cost.Latency, p: Prepared) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "median_ms": lat.median_ms,
+        "iqr_ms": lat.iqr_ms,
+        "min_ms": lat.min_ms,
+        "max_ms": lat.max_ms,
+        "mean_ms": lat.mean_ms,
+        "n": lat.n_measurements,
+        "runs": lat.runs,
+        "setup_s": round(p.setup_s, 2),
+        "note": p.note,
+    }
 
 
 def measure_grouped(
@@ -173,7 +190,7 @@ def measure_grouped(
     """
     groups: dict[str, dict[str, Runner]] = {}
     for key, runner in runners.items():
-        groups.setdefault(RUNTIME[key.split("/")[1]], {})[key] = runner
+        groups.setdefault(RUNTIME[key.split("/")[1]], {})[key] = runner  # model/backend/prec
     out: dict[str, cost.Latency] = {}
     for i, group in enumerate(groups.values()):
         if i and threads > 1:
@@ -206,30 +223,35 @@ def _best(per_backend: Mapping[str, Mapping[str, Any]], among: Sequence[str] | N
     return {"backend": b, "median_ms": ok[b]["median_ms"], "iqr_ms": ok[b]["iqr_ms"]}
 
 
+def _ratio(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> float | None:
+    """a's median over b's (how many times faster b is), None when either is missing."""
+    if a is None or b is None or b["median_ms"] <= 0:
+        return None
+    return a["median_ms"] / b["median_ms"]
+
+
 def _summarise(
     cfg: BenchConfig,
-    entries: dict[str, dict[str, dict[str, Any]]],
+    per_precision: dict[str, dict[str, dict[str, dict[str, Any]]]],
     models: Mapping[str, nn.Module],
     x: torch.Tensor,
     cache: BackboneCache,
     load_before: list[float] | None,
     load_after: list[float] | None,
 ) -> dict[str, Any]:
+    """One config's results. The fp32 figures keep their keys (``best``, ``speedup``,
+    ``models``...); ``precisions`` holds every precision's per-backend entries, best backends
+    and the two speed-ups of each model, ``fastest`` each model's fastest precision."""
+    entries = per_precision["fp32"]
     macs = {
         name: (per_image * cfg.batch_size if per_image else None)
         for name, per_image in cache.macs_per_image(models, x).items()
     }
     best = {name: _best(entries[name]) for name in models}
     tuned = {name: _best(entries[name], PYTORCH_TUNED) for name in models}
-
-    def ratio(a: dict | None, b: dict | None) -> float | None:
-        if a is None or b is None or b["median_ms"] <= 0:
-            return None
-        return a["median_ms"] / b["median_ms"]
-
-    speedups = {name: ratio(best.get("full"), best[name]) for name in models if name != "full"}
+    speedups = {name: _ratio(best.get("full"), best[name]) for name in models if name != "full"}
     per_backend_speedup = {
-        b: ratio(entries["full"][b], entries["wae"][b])
+        b: _ratio(entries["full"][b], entries["wae"][b])
         for b in entries["wae"]
         if _ok(entries["full"], b) and _ok(entries["wae"], b)
     }
@@ -243,6 +265,7 @@ def _summarise(
             for b, e in entries[name].items()
             if b != "eager" and e.get("status") == "ok"
         }
+    precisions = {p: _precision_summary(e, best.get("full")) for p, e in per_precision.items()}
     return {
         "config": dataclasses.asdict(cfg),
         "label": cfg.label,
@@ -258,9 +281,44 @@ def _summarise(
             for n in models
         },
         "models": entries,
+        "precisions": precisions,
+        "fastest": _fastest(precisions, models),
         "load_avg_before": load_before,
         "load_avg_after": load_after,
     }
+
+
+def _precision_summary(
+    entries: Mapping[str, Mapping[str, Mapping[str, Any]]], fp32_full: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One precision: its per-backend entries, and per model the best backend with
+    ``speedup_same_precision`` (the full-resolution network's best at this precision over
+    this model's best) and ``speedup_vs_fp32`` (the float32 full-resolution network's best
+    over this model's best)."""
+    best = {name: _best(per) for name, per in entries.items()}
+    summary = {}
+    for name, b in best.items():
+        if b is None:
+            summary[name] = None
+            continue
+        summary[name] = {
+            **b,
+            "speedup_same_precision": _ratio(best.get("full"), b),
+            "speedup_vs_fp32": _ratio(fp32_full, b),
+        }
+    return {"models": entries, "best": summary}
+
+
+def _fastest(precisions: Mapping[str, Any], models: Mapping[str, nn.Module]) -> dict[str, Any]:
+    """Per model, its fastest (precision, backend) and that one's speed-up over the float32
+    full-resolution network's best backend (what users run today)."""
+    out: dict[str, Any] = {}
+    for name in models:
+        runs = [(p, v["best"][name]) for p, v in precisions.items() if v["best"].get(name)]
+        if runs:
+            p, b = min(runs, key=lambda r: r[1]["median_ms"])
+            out[name] = {"precision": p, **b}
+    return out
 
 
 def _ok(per_backend: Mapping[str, Mapping[str, Any]], backend: str) -> bool:
@@ -296,13 +354,24 @@ def check_settings(
     min_run_time: float,
     rounds: int,
     warmup: int,
+    precisions: Sequence[str] = ("fp32",),
 ) -> tuple[list[int], torch.device]:
     """Refuse, before any model is built, settings that would time nothing or mislead (an
-    empty batch, a size of 0, no threads, no time); returns (thread counts, device)."""
+    empty batch, a size of 0, no threads, no time, a precision no chosen backend runs);
+    returns (thread counts, device)."""
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown or not backends:
         what = f"Unknown backend(s) {unknown}" if unknown else "No backend given"
         raise BenchError(f"{what}; choose from {', '.join(ALL_BACKENDS)} (--backends).")
+    for prec in check_precisions(
+        precisions, check_device(device, "device (--device)", available=False)
+    ):
+        runs = [b for b in ALL_BACKENDS if prec in PRECISIONS[b]]
+        if not set(runs) & set(backends):
+            raise BenchError(
+                f"No chosen backend runs {prec}: it runs on {', '.join(runs)}. Add one of "
+                f"them to --backends, or drop {prec} from --precision."
+            )
     if backbones is not None and not backbones:
         raise BenchError("No backbone to benchmark: name at least one (--backbone).")
     if input_size is not None:
@@ -330,6 +399,7 @@ def run_bench(
     backends: Sequence[str] = ALL_BACKENDS,
     device: str = "cpu",
     amp: bool = False,
+    precisions: Sequence[str] = ("fp32",),
     num_classes: int | None = None,
     min_run_time: float = 2.0,
     rounds: int = 3,
@@ -339,8 +409,10 @@ def run_bench(
 ) -> dict[str, Any]:
     """Time every (backbone, batch size, thread count) config; see the module docstring.
 
+    `precisions`: fp32 (always timed: the reference), bf16, fp16 (CUDA), int8 (CPU); each
+    model runs at each precision on every chosen backend that runs it (PRECISIONS).
     Returns {"machine", "settings", "configs": [per-config results], "speedup" (of the first
-    config), "load_avg_start", "load_avg_end"}.
+    config, fp32), "load_avg_start", "load_avg_end"}.
     """
     thread_list, dev = check_settings(
         backbones=backbones,
@@ -353,7 +425,9 @@ def run_bench(
         min_run_time=min_run_time,
         rounds=rounds,
         warmup=warmup,
+        precisions=precisions,
     )
+    precisions = check_precisions(precisions, dev)
     start_load = load_average()
     configs: list[dict[str, Any]] = []
     with scratch_dir(workdir) as wd:
@@ -377,6 +451,7 @@ def run_bench(
                             rounds=rounds,
                             warmup=warmup,
                             cache=cache,
+                            precisions=precisions,
                             log=log,
                         )
                     )
@@ -386,6 +461,7 @@ def run_bench(
     return {
         "machine": cost.machine_info(),
         "onnxruntime_version": onnxruntime.__version__,
+        "openvino_version": _version("openvino"),
         "settings": {
             "backbones": list(backbones),
             "batch_sizes": [int(b) for b in batch_sizes],
@@ -393,6 +469,10 @@ def run_bench(
             "backends": list(backends),
             "device": device,
             "amp": amp,
+            "precisions": precisions,
+            "precision_notes": {p: cpu_precision_note(p) for p in precisions}
+            if dev.type == "cpu"
+            else {},
             "min_run_time": min_run_time,
             "rounds": rounds,
             "warmup": warmup,
@@ -402,6 +482,16 @@ def run_bench(
         "load_avg_end": load_average(),
         "configs": configs,
     }
+
+
+def _version(package: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @contextlib.contextmanager

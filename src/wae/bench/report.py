@@ -36,7 +36,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         "# wae bench",
         "",
         f"- CPU: {mach['cpu_model']} ({mach.get('usable_cores')} usable cores); torch "
-        f"{mach['torch_version']}, onnxruntime {result.get('onnxruntime_version', '?')}",
+        f"{mach['torch_version']}, onnxruntime {result.get('onnxruntime_version', '?')}"
+        + (f", openvino {result['openvino_version']}" if result.get("openvino_version") else ""),
         _features_line(mach.get("cpu_features")),
         f"- load average (1/5/15 min) at start {result.get('load_avg_start')}, at end "
         f"{result.get('load_avg_end')}"
@@ -49,10 +50,14 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         f"time, {settings['rounds']} interleaved rounds within it, "
         f"{settings['min_run_time']} s per candidate, "
         f"{settings['warmup']} warm-up calls; device {settings['device']}"
-        + (", AMP" if settings.get("amp") else ""),
+        + (", AMP" if settings.get("amp") else "")
+        + f"; precisions {', '.join(settings.get('precisions', ['fp32']))}",
         "- speed-up = full-resolution network's best backend / WAE's best backend (medians)",
         "",
     ]
+    for prec, note in (settings.get("precision_notes") or {}).items():
+        if note:
+            lines.insert(-1, f"- {prec}: {note}")
     backends = settings["backends"]
     for c in result["configs"]:
         lines += [
@@ -100,4 +105,57 @@ def format_markdown(result: Mapping[str, Any]) -> str:
                 )
         lines += [f"- {n}" for n in notes]
         lines.append("")
+        lines += _precision_lines(c, backends)
     return "\n".join(lines)
+
+
+def _precision_lines(c: Mapping[str, Any], backends: list[str]) -> list[str]:
+    """Each reduced precision's per-backend table, then every precision's best backend per
+    model with its speed-up at the same precision and against the float32 full network."""
+    precs = c.get("precisions") or {}
+    if len(precs) < 2:
+        return []
+    lines: list[str] = []
+    for prec, v in precs.items():
+        if prec == "fp32":
+            continue
+        cols = [b for b in backends if any(b in per for per in v["models"].values())]
+        lines += [
+            f"### {prec}: per backend (median ± IQR, ms)",
+            "",
+            "| model | " + " | ".join(cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+        for name, per in v["models"].items():
+            lines.append(f"| {name} | " + " | ".join(_cell(per.get(b)) for b in cols) + " |")
+        lines += [""] + [
+            f"- {name}/{b}: {e.get('error') or e.get('note')}"
+            for name, per in v["models"].items()
+            for b, e in per.items()
+            if e.get("status") != "ok" or (b == "openvino" and e.get("note"))
+        ]
+        lines.append("")
+    lines += [
+        "### Every precision: best backend per model",
+        "",
+        "| model | precision | best backend | median ms | speed-up, same precision | "
+        "speed-up vs fp32 full |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name in c["models"]:
+        for prec, v in precs.items():
+            b = v["best"].get(name)
+            if b:
+                lines.append(
+                    f"| {name} | {prec} | {b['backend']} | {b['median_ms']:.2f} | "
+                    f"{_x(b['speedup_same_precision'])} | {_x(b['speedup_vs_fp32'])} |"
+                )
+    fastest = c.get("fastest", {}).get("wae")
+    if fastest:
+        lines += [
+            "",
+            f"- WAE's fastest: {fastest['precision']} on {fastest['backend']}, "
+            f"{_x(fastest['speedup_vs_fp32'])} against the float32 full-resolution network "
+            f"at its fastest backend",
+        ]
+    return lines + [""]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import bench
+from ..precision import INFERENCE_PRECISIONS
 from . import CommandHelpFormatter
 
 #: --quick: tiny models, one thread, very short timing (a smoke run for CI, < 1 min).
@@ -20,6 +21,7 @@ QUICK = {
     "batch_size": [1],
     "threads": ["1"],
     "backends": ["eager", "channels_last", "optimized", "ort", "ort_optimized"],
+    "precision": ["fp32"],
     "min_run_time": 0.05,
     "rounds": 1,
     "warmup": 1,
@@ -29,6 +31,7 @@ DEFAULTS = {
     "batch_size": [1, 16],
     "threads": ["all", "1"],  # the first config (all cores, batch 1) is the headline
     "backends": list(bench.ALL_BACKENDS),
+    "precision": ["fp32"],
     "min_run_time": 2.0,
     "rounds": 3,
     "warmup": 2,
@@ -41,17 +44,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="benchmark full / half-resolution / WAE models on every backend",
         description=(
             "Time the backbone at full resolution, at half resolution and inside WAE, on\n"
-            "PyTorch eager, channels_last, torch.compile, optimize_for_inference and ONNX\n"
-            "Runtime, for every batch size and thread count given. Writes <name>.md and\n"
-            "<name>.json to --output-dir (default runs/bench). speed-up = full network's best\n"
-            "backend / WAE's best backend. Run it on a quiet machine: the load average is\n"
-            "recorded."
+            "PyTorch eager, channels_last, torch.compile, optimize_for_inference, ONNX\n"
+            "Runtime and OpenVINO, at every precision, batch size and thread count given.\n"
+            "Writes <name>.md and <name>.json to --output-dir (default runs/bench). speed-up\n"
+            "= full network's best backend / WAE's best backend, at the same precision and\n"
+            "against the float32 full network. Run it on a quiet machine: the load average\n"
+            "is recorded."
         ),
         epilog=(
             "examples:\n"
             "  wae bench --quick                      # tiny models, a smoke run (< 1 min)\n"
             "  wae bench --backbone vgg16 --batch-size 1 --threads 2 --name vgg16-b1\n"
             "  wae bench --parts --batch-size 1       # where WAE's time goes, per part\n"
+            "  wae bench --backbone vgg16 --threads 2 --precision fp32 bf16 int8\n"
             "  wae bench --quick --output-dir benchmarks/results --name quick"
         ),
         formatter_class=CommandHelpFormatter,
@@ -72,6 +77,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--amp",
         action="store_true",
         help="PyTorch backends under autocast (fp16 on CUDA, bf16 on CPU)",
+    )
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        choices=list(INFERENCE_PRECISIONS),
+        help="precisions to time; fp32 is always timed, as the reference (default: fp32). "
+        "bf16/fp16: PyTorch backends with weights cast once, OpenVINO's bf16 hint; int8: "
+        "ONNX Runtime QDQ and OpenVINO NNCF static quantization",
     )
     p.add_argument("--num-classes", type=int, default=None, help="default: the models' (1000)")
     p.add_argument(
@@ -132,6 +146,7 @@ def _check(args: argparse.Namespace, s: dict[str, Any], stem: str) -> list[Path]
         min_run_time=s["min_run_time"],
         rounds=s["rounds"],
         warmup=s["warmup"],
+        precisions=s["precision"],
     )
     if args.no_save:
         return []
@@ -168,6 +183,7 @@ def _measure(args: argparse.Namespace, s: dict[str, Any]) -> tuple[dict[str, Any
         backends=s["backends"],
         device=args.device,
         amp=args.amp,
+        precisions=s["precision"],
         num_classes=args.num_classes,
         min_run_time=s["min_run_time"],
         rounds=s["rounds"],
@@ -185,9 +201,10 @@ def run(args: argparse.Namespace) -> int:
     stem = f"{stem}-parts" if args.parts else stem
     paths = _check(args, s, stem)
     doc, text = _measure(args, s)
-    for path, data in zip(paths, (text + "\n", json.dumps(doc, indent=2) + "\n"), strict=True):
-        atomic_write_bytes(path, data.encode())  # a crash never leaves a half-written result
-    if paths:
+    if paths:  # --no-save: none
+        texts = (text + "\n", json.dumps(doc, indent=2) + "\n")
+        for path, data in zip(paths, texts, strict=True):
+            atomic_write_bytes(path, data.encode())  # a crash never leaves a half-written one
         _log(f"wrote {args.output_dir / stem}.md and .json")
     if args.json:
         print(json.dumps(_headline(doc), indent=2))
@@ -214,6 +231,10 @@ def _headline(doc: dict[str, Any]) -> dict[str, Any]:
         "speedup_per_backend": first["speedup_per_backend"],
         "mac_ratio": first["mac_ratio"]["wae"],
         "backends": first["models"],
+        # per precision and model: best backend, median_ms, speedup_same_precision,
+        # speedup_vs_fp32
+        "by_precision": {p: v["best"] for p, v in first.get("precisions", {}).items()},
+        "fastest": first.get("fastest"),
     }
     out.update({k: v for k, v in doc.items() if k not in ("speedup",)})
     return out

@@ -26,6 +26,11 @@ class HalfResize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = (math.ceil(x.shape[-2] / 2), math.ceil(x.shape[-1] / 2))
+        if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            # PyTorch's CPU anti-aliased resize has no bf16/fp16 kernel: resize in float32
+            # (one cheap pass over the input) and hand the network its own dtype back.
+            y = F.interpolate(x.float(), size, mode="bilinear", antialias=True, align_corners=False)
+            return y.to(x.dtype)
         return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
