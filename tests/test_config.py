@@ -96,7 +96,7 @@ def test_overrides_types_and_stage_addressing(minimal):
             "eval.noise_vars=[0.01, 0.05]",
             "data.dataset=/data/some folder",
             "stages.2.losses={classification = 1.0, transform = 0.5}",
-            "runtime.amp=true",
+            "runtime.precision=bf16",
         ],
     )
     assert cfg.stages[1].lr == 0.02 and cfg.stages[1].epochs == 5
@@ -104,7 +104,7 @@ def test_overrides_types_and_stage_addressing(minimal):
     assert cfg.stages[0].optimizer == "adamw" and cfg.stages[0].schedule.name == "step"
     assert cfg.eval.noise_vars == [0.01, 0.05]
     assert cfg.data.dataset == "/data/some folder"
-    assert cfg.stages[1].decode and cfg.runtime.amp is True
+    assert cfg.stages[1].decode and cfg.runtime.precision == "bf16"
     # none unsets an optional key
     assert load_config(minimal, ["data.subset=3", "data.subset=none"]).data.subset is None
     assert parse_override("a.b=1e-3") == (["a", "b"], 0.001)
@@ -154,6 +154,7 @@ def test_unknown_key_in_file(tmp_path):
         ("model.kwargs.num_classes=3", "comes from the data"),
         ("data.val_fraction=1.0", r"\[0, 1\)"),
         ("runtime.amp=1", "true or false"),
+        ("runtime.precision=fp8", "one of 'auto', 'fp32', 'bf16', 'fp16'"),
     ],
 )
 def test_bad_values(minimal, override, match):
@@ -188,6 +189,60 @@ def test_a_runs_config_json_loads_back(minimal, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(tmp_path / "broken.json")
+
+
+def test_precision_and_the_older_amp_spelling(minimal):
+    assert load_config(minimal).runtime.precision == "fp32"  # the default: no autocast
+    for value in ("auto", "fp32", "bf16", "fp16"):
+        assert load_config(minimal, [f"runtime.precision={value}"]).runtime.precision == value
+    # amp = true is precision = amp_dtype, saved in the one current spelling
+    old = load_config(minimal, ["runtime.amp=true"]).runtime
+    assert (old.precision, old.amp) == ("bf16", False)
+    fp16 = load_config(minimal, ["runtime.amp=true", "runtime.amp_dtype=fp16"]).runtime
+    assert (fp16.precision, fp16.amp) == ("fp16", False)
+    same = ["runtime.amp=true", "runtime.amp_dtype=fp16", "runtime.precision=fp16"]
+    assert load_config(minimal, same).runtime.precision == "fp16"
+    # amp = false leaves precision alone, whatever amp_dtype says
+    assert load_config(minimal, ["runtime.amp_dtype=fp16"]).runtime.precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    "over", [["runtime.precision=auto"], ["runtime.precision=fp16"], ["runtime.amp_dtype=fp16"]]
+)
+def test_amp_beside_another_precision_is_refused(minimal, over):
+    with pytest.raises(ConfigError) as e:
+        load_config(minimal, ["runtime.precision=bf16", "runtime.amp=true", *over])
+    msg = str(e.value)
+    assert "\n" not in msg and "runtime.amp = true" in msg and "Keep runtime.precision" in msg
+
+
+def test_an_old_runs_config_json_with_amp_loads(minimal, tmp_path):
+    """A config.json saved before runtime.precision (runtime.amp, no precision) still resumes."""
+    doc = config_to_dict(load_config(minimal))
+    doc["runtime"].pop("precision")
+    doc["runtime"].update(amp=True, amp_dtype="bf16")
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"config": doc, "fingerprint": fingerprint(doc)}))
+    cfg = load_config(saved)
+    assert cfg.runtime.precision == "bf16" and not cfg.runtime.amp
+    assert fingerprint(cfg) == fingerprint(doc)  # runtime is not fingerprinted: resume works
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fashion_mnist",
+        "fashion_mnist_baseline",
+        "textures",
+        "textures_baseline",
+        "cifar10",
+        "imagenet_vgg16",
+        "imagenet_resnet50",
+    ],
+)
+def test_packaged_recipes_train_in_auto_precision(name):
+    rt = load_config(RECIPES / f"{name}.toml").runtime
+    assert rt.precision == "auto" and not rt.amp
 
 
 def test_fingerprints(minimal):

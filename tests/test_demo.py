@@ -23,6 +23,9 @@ def test_demo_quick_writes_the_results_contract(
     printed = capsys.readouterr().out
     assert "QUICK" in printed and "speed-up" in printed and str(out) in printed
     assert "I_R + KD" in printed and "WAE keeps" in printed
+    assert (
+        "Training precision: " in printed and "Test accuracies are computed in float32" in printed
+    )
     doc = json.loads((out / "results.json").read_text())
     for key in ("wae", "baseline", "half"):  # the keys scripts depend on
         assert 0 <= doc[key]["top1"] <= doc[key]["top5"] <= 100
@@ -37,6 +40,9 @@ def test_demo_quick_writes_the_results_contract(
         == str(out / "baseline" / "final")
     )
     assert doc["configs"]["half"]["model"]["arch"] == "half"
+    assert set(doc["precision"]) == {"baseline", "wae", "half"}  # the recipe's "auto", resolved
+    assert {c["runtime"]["precision"] for c in doc["configs"].values()} == {"auto"}
+    assert doc["precision_summary"] in (out / "results.md").read_text()
     assert (out / "decomposition.png").stat().st_size > 1000
     assert (out / "wae" / "final" / "model.safetensors").is_file()
     # A second run reuses the three finished runs instead of training again.
@@ -62,3 +68,34 @@ def test_demo_checks_the_students_overrides_before_training(
     assert main(argv) == 2
     assert "stages.9" in capsys.readouterr().err
     assert not (tmp_path / "o" / "baseline").exists()
+
+
+def test_demo_trains_every_run_in_the_recipes_precision_and_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wae import accelerate, demo
+    from wae.train import load_config
+
+    base = load_config(demo.BASELINE_RECIPE)
+    assert base.runtime.precision == "auto"
+    over = demo._same_precision(base, [])
+    assert over == ["runtime.precision=auto"]
+    assert demo._same_precision(base, ["runtime.amp=true"]) == []  # would contradict it
+    tdir = tmp_path / "baseline" / "final"
+    doc = accelerate.teacher_doc_from_config(base)
+    students = accelerate.student_configs(tdir, over, doc=doc)
+    assert {c.runtime.precision for c in students.values()} == {"auto"}
+    # Each run's results.json says what it trained in; the demo's table ends with it.
+    note = (
+        "this CPU has no AMX or AVX-512 BF16, so bf16 would be slower than fp32: training in fp32"
+    )
+    run = {"precision": "fp32", "precision_requested": "auto", "precision_note": note}
+    for key in students:
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "results.json").write_text(json.dumps(run))
+    results: dict = {"configs": {k: {} for k in students}}
+    demo._add_precision(results, tmp_path, run)
+    assert results["precision"] == {"baseline": "fp32", "wae": "fp32", "half": "fp32"}
+    assert note in results["precision_summary"]
+    monkeypatch.setattr(accelerate, "format_results", lambda r: "TABLE")
+    assert demo.format_results(results) == f"TABLE\n{results['precision_summary']}"

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import wae
+from conftest import assert_clean_error
 from wae.cli import main
 from wae.export import (
     ExportError,
@@ -218,3 +219,29 @@ def test_parity_imagenet_size(name: str, tmp_path: Path) -> None:
     session = onnx_session(path)
     for batch in (1, 5):
         assert check_parity(model, session, images[:batch], atol=ATOL) <= ATOL
+
+
+def test_export_int8_option_refusals(tmp_path: Path, run_cli) -> None:
+    """Refused before any model is loaded: exit 2 and one paragraph."""
+    from wae.checkpoint import save_checkpoint
+
+    ck = save_checkpoint(tmp_path / "ck", wae.create_model("small_vgg_28_full", width=8))
+    base = ["export", "--checkpoint", ck]
+    cases = [
+        (["--precision", "int8"], "needs --calibration DATA"),
+        (["--calibration", "fashion-mnist"], "--calibration only applies to --precision int8"),
+        (["--precision", "int8", "--calibration", "x", "--min-agreement", "1.5"], "fraction"),
+        (["--precision", "int8", "--calibration", "x", "--min-agreement", "nan"], "fraction"),
+        (["--precision", "int8", "--calibration", "x", "--calibration-size", "0"], "positive"),
+        (["--precision", "int8", "--calibration", "x", "--check-size", "-3"], "--check-size"),
+    ]
+    for extra, expect in cases:
+        code, err = run_cli(*base, *extra)
+        assert_clean_error(code, err, expect)
+    code, err = run_cli(
+        "export", "--model", "small_vgg_28_full", "--precision", "int8", "--calibration", "x"
+    )
+    assert_clean_error(code, err, "needs a trained checkpoint")
+    code, err = run_cli(*base, "--format", "tflite")
+    assert_clean_error(code, err, "invalid choice")
+    assert sorted(p.name for p in ck.iterdir()) == ["model.json", "model.safetensors"]

@@ -44,7 +44,7 @@ from wae.reproduce.methods import (
     split_stages,
     wall_seconds,
 )
-from wae.reproduce.plan import resolve_jobs, seed_configs
+from wae.reproduce.plan import SeedConfigs, resolve_jobs, seed_configs
 from wae.reproduce.pruning import taylor_prune
 from wae.reproduce.report import write_report
 from wae.reproduce.rundirs import run_status
@@ -752,6 +752,7 @@ def test_quick_end_to_end(tmp_path):
     text = (out / "report.md").read_text()
     assert text.startswith("**QUICK RUN")
     assert json.loads((out / "results.json").read_text())["quick"] is True
+    assert "Training precision: " in text and "wae/seed0" in res["precision"]
     assert "methods" in json.loads((out / "config.json").read_text())
     for rel in res["figures"].values():
         assert (out / rel).is_file()
@@ -769,6 +770,38 @@ def test_quick_end_to_end(tmp_path):
                 output=str(out), quick=True, verbose=False, overrides=["stages.2.lr=0.04"]
             )
         )
+
+
+def test_every_run_of_a_method_records_its_training_precision(tmp_path, recipes, monkeypatch):
+    """A method's run (trained now, or reused: results.json) gives the precision it trained
+    in; the report's notes say it, with the reason when "auto" fell back to fp32."""
+    from wae.reproduce import runner
+    from wae.runtime import describe_precision
+
+    wae_cfg, base_cfg = recipes
+    assert wae_cfg.runtime.precision == "auto"  # the packaged recipe's; every method takes it
+    cfgs = derive_configs(wae_cfg, base_cfg, seed=0, quick=True)
+    assert {c["runtime"]["precision"] for c in cfgs.values()} == {"auto"}
+    note = (
+        "this CPU has no AMX or AVX-512 BF16, so bf16 would be slower than fp32: training in fp32"
+    )
+    rec = {"precision": "fp32", "precision_requested": "auto", "precision_note": note}
+    test = {"top1": 50.0, "top5": 90.0, "num_images": 10, "noise": []}
+    monkeypatch.setattr(
+        training, "run_training", lambda *a, **k: {"complete": True, "test": test, **rec}
+    )
+    job = training.SeedJob(tmp_path, SeedConfigs(0, cfgs, None), 0.0, (1, 1))  # type: ignore[arg-type]
+    res = training.SeedResult(0)
+    training._train_method(job, res, "full", cfgs["full"], lambda _: None)
+    assert res.precision == {"full": rec}
+    old = training.SeedResult(1, precision={"full": {}})  # a run from before precision
+    precision = runner._precision({0: res, 1: old})
+    assert precision == {"full/seed0": rec, "full/seed1": {}}
+    notes = runner._notes(
+        ReproduceOptions(output="o"), {"input_size": 28, "in_chans": 1}, precision
+    )
+    assert notes[-1] == describe_precision(precision) and note in notes[-1]
+    assert "fp32 for full/seed0; not recorded for full/seed1" in notes[-1]
 
 
 def test_results_round_trip_to_report(tmp_path):

@@ -302,6 +302,49 @@ def test_resume_with_a_different_config_is_refused(full_run, tmp_path):
         run_training(other, out, resume=True)
 
 
+# ------------------------------------------------------------------------ precision
+
+
+class AutocastSeen(TrainHooks):
+    """Records, per forward pass of the model from the first step on, whether autocast was on."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_step(self, stage, epoch, step, model, loss):
+        if (stage, epoch, step) == (1, 1, 0):
+            model.register_forward_hook(
+                lambda *_: self.seen.append(torch.is_autocast_enabled("cpu"))
+            )
+
+
+def test_bf16_training_on_cpu_records_it_and_tests_in_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(wae.cost, "cpu_features", lambda: {"flags": [], "capability": "AVX2"})
+    cfg = baseline_config(epochs=1)
+    cfg["runtime"]["precision"] = "bf16"
+    hooks = AutocastSeen()
+    res = run_training(cfg, tmp_path / "bf16", hooks=hooks)
+    assert res["complete"]
+    saved = json.loads((tmp_path / "bf16" / "results.json").read_text())
+    for doc in (res, saved):
+        assert doc["precision"] == doc["precision_requested"] == "bf16"
+        assert "slower than fp32" in doc["precision_note"]  # no AMX / AVX-512 BF16 (faked)
+        assert doc["test"]["precision"] == "fp32"
+    # A training step and the validation ran under autocast; the final test's passes (one
+    # batch, clean and each of eval.noise_vars) did not.
+    n_test = 1 + len(cfg["eval"]["noise_vars"])
+    assert hooks.seen[-n_test:] == [False] * n_test
+    assert len(hooks.seen) > n_test and all(hooks.seen[:-n_test])
+
+
+def test_fp16_on_cpu_is_refused_before_anything_is_written(tmp_path):
+    cfg = baseline_config()
+    cfg["runtime"]["precision"] = "fp16"
+    with pytest.raises(wae.runtime.DeviceError, match="needs CUDA"):
+        run_training(cfg, tmp_path / "fp16")
+    assert not (tmp_path / "fp16").exists() or not any((tmp_path / "fp16").iterdir())
+
+
 # ------------------------------------------------------------------------ failures
 
 

@@ -6,10 +6,15 @@ The story a user brings: train the full-resolution SmallVGG (the packaged recipe
 on the half-size image (I_R) with the same teaching, all measured in one run. Writes
 
     OUT/results.json   {"baseline": {top1, top5, macs, latency_ms, ...}, "wae": {...},
-                        "half": {...}, "speedup", "mac_ratio", "verdict", settings, machine}
-    OUT/results.md     the table the command prints
+                        "half": {...}, "speedup", "mac_ratio", "verdict", settings, machine,
+                        "precision": {run: the training precision used}, "precision_summary"}
+    OUT/results.md     the table the command prints, and the training precision
     OUT/decomposition.png   test images, I_L, I_H and the reconstruction
     OUT/baseline/, OUT/wae/, OUT/half/   the training runs (checkpoints, metrics, config)
+
+Every run trains with the teacher recipe's ``runtime.precision`` (the packaged recipe's is
+"auto": bf16 autocast where the device runs it fast, else fp32 with a note saying why); test
+accuracies are computed in float32 either way.
 
 Re-running reuses finished runs (same config) and continues unfinished ones. The demo owns OUT
 while it runs (``OUT/.wae.lock``, :mod:`wae.runlock`): a second command writing there is
@@ -26,20 +31,19 @@ from typing import Any
 
 import torch
 
-from . import cost
+from . import accelerate, cost
 from .accelerate import (
     QUICK_DATA,
     QUICK_OVERRIDES,
     epoch_seconds,
-    format_results,
     run_acceleration,
     student_configs,
     teacher_doc_from_config,
-    write_results,
 )
-from .checkpoint import load_model
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_model
 from .errors import WAEError
 from .runlock import RunLock
+from .runtime import describe_precision
 
 __all__ = ["BASELINE_RECIPE", "format_results", "run_demo"]
 
@@ -82,6 +86,7 @@ def run_demo(
     base_over = [*(_QUICK_BASELINE if quick else ()), *overrides]
     stud_over = [*(QUICK_OVERRIDES if quick else ()), *overrides, *student_overrides]
     base_cfg = load_config(recipe, base_over)
+    stud_over = [*_same_precision(base_cfg, stud_over), *stud_over]
     tdir = out / "baseline" / "final"
     student_configs(tdir, stud_over, doc=teacher_doc_from_config(base_cfg))  # checked now
     lock.check()
@@ -115,10 +120,43 @@ def run_demo(
         }
         results["train_seconds"] = round(teacher_s + results["train_seconds"], 1)
         results["total_seconds"] = round(time.perf_counter() - t0, 1)
-        write_results(out, results)
+        _add_precision(results, out, teacher)
+        log(f"[demo] {results['precision_summary']}")
+        _write_results(out, results)
         wae_model = load_model(results["wae"]["checkpoint"])[0]
         _decomposition_figure(wae_model, results["configs"]["wae"], out / "decomposition.png")
     return results
+
+
+def _same_precision(base_cfg: Any, overrides: Sequence[str]) -> list[str]:
+    """The override that trains the students in the teacher recipe's runtime.precision (the
+    stage template has no [runtime]); none when `overrides` use the older runtime.amp, which
+    would contradict it."""
+    if any(o.strip().startswith("runtime.amp") for o in overrides):
+        return []
+    return [f"runtime.precision={base_cfg.runtime.precision}"]
+
+
+def _add_precision(results: dict[str, Any], out: Path, teacher: dict[str, Any]) -> None:
+    """The training precision of each run (from its results.json) and the sentence saying it."""
+    from .train import rundir
+
+    runs = {"baseline": teacher}
+    runs |= {k: rundir.read_results(out / k) or {} for k in results["configs"]}
+    results["precision"] = {k: r.get("precision") for k, r in runs.items()}
+    results["precision_summary"] = describe_precision(runs)
+
+
+def format_results(r: dict[str, Any]) -> str:
+    """`wae accelerate`'s table and verdict, then the training precision."""
+    text = accelerate.format_results(r)
+    return text + (f"\n{r['precision_summary']}" if r.get("precision_summary") else "")
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
+    """OUT/results.json and OUT/results.md (:func:`format_results`), each atomically."""
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
 
 
 @torch.no_grad()

@@ -518,12 +518,15 @@ def check_parity(
     *,
     atol: float = PARITY_ATOL,
     reference: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    run: Callable[[Any, torch.Tensor], torch.Tensor] = ort_run,
+    runtime: str = "ONNX Runtime",
 ) -> float:
     """Max abs difference between ONNX Runtime's and PyTorch's logits on `inputs` (N, C, H, W).
 
     Raises ExportError if it exceeds `atol` (or is not finite, or the shapes differ), and
     before running anything if `atol` could never be exceeded (nan, inf, < 0) or `inputs`
-    holds no image.
+    holds no image. Another runtime: `run` (session, x) -> logits and its name `runtime`
+    (e.g. :func:`wae.openvino_rt.ov_run` on a compiled model, "OpenVINO").
     """
     check_export_options(atol=atol, check_batch=int(inputs.shape[0]) if inputs.dim() else 0)
     session = session_or_path
@@ -538,15 +541,15 @@ def check_parity(
     finally:
         for m, training in flags:
             m.training = training
-    got = ort_run(session, inputs)
+    got = run(session, inputs)
     if got.shape != ref.shape:
         raise ExportError(
-            f"ONNX Runtime returned shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}."
+            f"{runtime} returned shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}."
         )
     diff = float((got - ref).abs().max().item()) if ref.numel() else 0.0
     if not math.isfinite(diff) or diff > atol:
         raise ExportError(
-            f"ONNX Runtime and PyTorch disagree: max abs difference of the logits {diff:.3e} > "
+            f"{runtime} and PyTorch disagree: max abs difference of the logits {diff:.3e} > "
             f"{atol:.0e} on a batch of {inputs.shape[0]}. The export is not faithful; do not "
             f"deploy it."
         )

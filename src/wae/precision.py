@@ -77,21 +77,16 @@ def cpu_precision_note(precision: str, features: dict | None = None) -> str:
 
     `features`: :func:`wae.cost.cpu_features`'s result (read here when not given).
     """
-    if precision not in ("bf16", "int8"):
-        return ""
-    if features is None:
-        from .cost import cpu_features
+    from .cost import runs_fast
 
-        features = cpu_features()
-    flags = set(features.get("flags", []))
-    if precision == "bf16" and not flags & {"amx_bf16", "avx512_bf16"}:
+    if precision not in ("bf16", "int8") or runs_fast(precision, features):
+        return ""
+    if precision == "bf16":
         return (
             "this CPU has neither AMX nor AVX-512 BF16: bf16 is converted to and from float32 "
             "around float32 arithmetic, so it is slower than fp32 here"
         )
-    if precision == "int8" and not flags & {"amx_int8", "avx512_vnni"}:
-        return (
-            "this CPU has neither AVX-512 VNNI nor AMX-INT8: int8 products run on plain "
-            "AVX2/AVX-512 instructions, so the gain over fp32 is small here"
-        )
-    return ""
+    return (
+        "this CPU has neither AVX-512 VNNI nor AMX-INT8: int8 products run on plain "
+        "AVX2/AVX-512 instructions, so the gain over fp32 is small here"
+    )

@@ -1,4 +1,5 @@
-"""Host and precision facts that several services need: usable cores, and which autocast.
+"""Host and precision facts that several services need: usable cores, which autocast, and
+which training precision this device runs well.
 
 Each lives here once so that training, evaluation, benchmarking and export agree.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -15,10 +18,13 @@ from .errors import WAEError
 
 __all__ = [
     "AMP_DTYPES",
+    "PRECISIONS_TRAIN",
     "DeviceError",
     "autocast",
     "check_device",
+    "describe_precision",
     "is_out_of_memory",
+    "resolve_precision",
     "usable_cores",
 ]
 
@@ -28,6 +34,9 @@ _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memor
 
 # The reduced-precision names a config or option may give, and their torch dtypes.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# runtime.precision's values (wae.train.schema.RuntimeConfig spells the same as a Literal).
+PRECISIONS_TRAIN = ("auto", "fp32", "bf16", "fp16")
+_NO_FAST_BF16 = "this CPU has no AMX or AVX-512 BF16"
 
 
 def usable_cores() -> int:
@@ -41,19 +50,108 @@ def usable_cores() -> int:
 def autocast(
     device: torch.device | str, amp: str | bool | None
 ) -> contextlib.AbstractContextManager:
-    """The autocast context for `device`, or a no-op when `amp` is falsy.
+    """The autocast context for `device`, or a no-op for None, False or "fp32".
 
-    ``amp``: "bf16", "fp16", or True for the device's usual choice (fp16 on CUDA, bf16 on
-    the CPU, whose oneDNN kernels have no fast fp16 path). fp16 on the CPU is taken as bf16.
+    ``amp``: "bf16", "fp16", or True for the device's usual choice (fp16 on CUDA, bf16
+    elsewhere: the CPU's oneDNN kernels have no fast fp16 path). "fp16" off CUDA raises
+    :class:`DeviceError`.
     """
-    if not amp:
+    if not amp or amp == "fp32":
         return contextlib.nullcontext()
     device = torch.device(device)
+    if amp is True:
+        amp = "fp16" if device.type == "cuda" else "bf16"
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of fp32, {', '.join(AMP_DTYPES)} or a bool, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise DeviceError(_no_fp16("fp16 autocast", device))
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def _no_fp16(what: str, device: torch.device) -> str:
+    """The refusal of fp16 off CUDA (the CPU's oneDNN kernels have no fast fp16 path)."""
+    if device.type == "cpu":
+        return (
+            f'{what} needs CUDA; on the CPU use "bf16" (fast where the CPU has AMX or AVX-512 '
+            f'BF16) or "fp32".'
+        )
+    return f'{what} needs CUDA; on {device.type} use "bf16" or "fp32".'
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> tuple[str, str | None]:
+    """(the training precision used on `device`: "fp32", "bf16" or "fp16", a note or None)
+    for ``runtime.precision`` = `requested` (one of :data:`PRECISIONS_TRAIN`).
+
+    "auto" is bf16 on a CUDA GPU that supports it (else fp16), bf16 on a CPU with AMX-BF16 or
+    AVX-512 BF16, else fp32 (the note says why); fp32 on MPS. An explicit "bf16" is kept on a
+    CPU without those instructions, with a note that it is slower than fp32 there. "fp16" off
+    CUDA, and "bf16" on a GPU without bf16, raise :class:`DeviceError`.
+    """
+    if requested not in PRECISIONS_TRAIN:
+        raise ValueError(f"precision must be one of {PRECISIONS_TRAIN}, got {requested!r}")
+    device = torch.device(device)
+    if requested == "fp32":
+        return "fp32", None
     if device.type == "cuda":
-        dtype = AMP_DTYPES.get(amp, torch.float16) if isinstance(amp, str) else torch.float16
-    else:
-        dtype = torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+        return _cuda_precision(requested)
+    if requested == "fp16":
+        raise DeviceError(_no_fp16('runtime.precision = "fp16"', device))
+    if device.type != "cpu":  # MPS: wae does not autocast there unless asked to
+        if requested == "auto":
+            return "fp32", f"on {device.type}, auto trains in fp32"
+        return requested, None
+    from .cost import runs_fast  # lazily: wae.cost imports this module
+
+    # Without AMX or AVX-512 BF16, oneDNN converts bf16 to and from float32 around float32
+    # arithmetic: slower than plain fp32.
+    if runs_fast("bf16"):
+        return "bf16", None
+    if requested == "auto":
+        return "fp32", f"{_NO_FAST_BF16}, so bf16 would be slower than fp32: training in fp32"
+    return "bf16", f"{_NO_FAST_BF16}, so bf16 is slower than fp32 here: training in bf16 as asked"
+
+
+def _cuda_precision(requested: str) -> tuple[str, str | None]:
+    """resolve_precision on CUDA: bf16 where the GPU has it, fp16 otherwise."""
+    # Native bf16 only (Ampere or newer): emulated bf16 is slower than fp16 autocast.
+    has_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    if requested == "auto":
+        return ("bf16" if has_bf16 else "fp16"), None
+    if requested == "bf16" and not has_bf16:
+        raise DeviceError(
+            'runtime.precision = "bf16" needs a GPU with bf16 (Ampere or newer), and this one '
+            'has none: use "fp16" (or "auto", which picks it here) or "fp32".'
+        )
+    return requested, None
+
+
+def describe_precision(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sentence for a report on the training precision of `runs` ({name: the run's
+    results.json}): the precision each used, what was asked, and the notes (why fp32)."""
+    words = {
+        "fp32": "fp32",
+        "bf16": "bf16 autocast (float32 master weights)",
+        "fp16": "fp16 autocast (float32 master weights)",
+    }
+    groups: dict[str, list[str]] = {}
+    for name, r in runs.items():  # runs trained before wae recorded it have no "precision"
+        groups.setdefault(r.get("precision") or "not recorded", []).append(name)
+    parts = [
+        words.get(p, p) + (f" for {', '.join(names)}" if len(groups) > 1 else "")
+        for p, names in groups.items()
+    ]
+    asked = sorted(
+        {r["precision_requested"] for r in runs.values() if r.get("precision_requested")}
+    )
+    notes = list(
+        dict.fromkeys(r["precision_note"] for r in runs.values() if r.get("precision_note"))
+    )
+    text = "Training precision: " + "; ".join(parts)
+    if asked:
+        text += " (runtime.precision = " + " / ".join(f'"{a}"' for a in asked) + ")"
+    if notes:
+        text += ": " + "; ".join(notes)
+    return text + ". Test accuracies are computed in float32."
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -71,7 +169,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 class DeviceError(WAEError, ValueError):
-    """A device that is misspelt or not on this machine."""
+    """A device that is misspelt or not on this machine, or a precision it cannot train in."""
 
 
 _DEVICE = re.compile(r"auto|(cpu|mps|cuda)(:\d+)?")

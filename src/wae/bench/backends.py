@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .. import cost
+from ..errors import first_line
 from ..precision import FLOAT_DTYPES, cast_for_inference
 from ..runtime import autocast
 from .models import BenchError
@@ -125,12 +126,6 @@ class Prepared:
     setup_s: float
     note: str = ""
     keep: list[Any] = field(default_factory=list)  # objects that must outlive the timing
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (at most 200 characters), for a table."""
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 def _torch_runner(

@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "wae demo --quick -o /tmp/demo     # a smoke test of the whole path (~1 min)",
             "wae demo --set data.subset=60000  # every run on the full training set",
             "wae demo --student-set stages.classifier.epochs=20",
+            "wae demo --set runtime.precision=fp32  # train in float32 (default: auto)",
         ],
     )
     p.add_argument("--output", "-o", default="runs/demo", help="where everything is written")

@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "wae eval --checkpoint runs/fm/final --data fashion-mnist --noise-var 0.01 0.05 0.1",
             "wae eval --checkpoint runs/fm/final --json --output runs/fm/eval.json",
             "wae eval --checkpoint runs/fm/final --head low   # a WAE's s_L alone (no I_H)",
+            "wae eval --checkpoint runs/fm/final --precision int8   # as deployed in int8",
         ],
         epilog="The noise is zero-mean Gaussian of the given variances added to the [0, 1] "
         "images, seeded per image (--seed), not clamped (as in the paper).",
@@ -56,7 +57,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="for a WAE: score with (s_L + s_c) / 2, the model's prediction (average), s_L "
         "alone (low: I_L's branch) or s_c alone (fused)",
     )
-    p.add_argument("--seed", type=int, default=0, help="noise (and subset) seed")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="fp32: as trained; bf16: the model cast to bfloat16 (inputs too, no autocast); "
+        "int8: ONNX Runtime int8 (QDQ) of the exported model, calibrated on the dataset's "
+        "train split, on the CPU",
+    )
+    p.add_argument(
+        "--calibration-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --precision int8: seeded train images that calibrate it (default: 512)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="noise (and subset, calibration) seed")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
@@ -86,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.num_workers,
         allow_code=args.allow_code,
+        precision=args.precision,
+        calibration_size=args.calibration_size,
     )
     if args.output:
         atomic_write_json(args.output, result)
@@ -95,7 +113,18 @@ def run(args: argparse.Namespace) -> int:
         header = [
             ("checkpoint", f"{args.checkpoint}  ({result['model']})"),
             *([("head", args.head)] if args.head != "average" else []),
+            *([("precision", _precision(result))] if args.precision != "fp32" else []),
             ("data", f"{result['dataset']} {args.split}"),
         ]
         print(format_eval(result, header))
     return 0
+
+
+def _precision(result: dict) -> str:
+    cal = result.get("calibration")
+    if not cal:
+        return result["precision"]
+    return (
+        f"{result['precision']} ({cal['tool']} {cal['format']}, calibrated on {cal['images']} "
+        f"{cal['split']} images, seed {cal['seed']})"
+    )

@@ -40,7 +40,13 @@ from ..runtime import check_device
 from ._common import ExampleInput, MeasureError, check_timing
 from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare_baselines
 from .latency import Latency, measure_interleaved, measure_latency
-from .machine import LOW_PRECISION_FLAGS, cpu_features, machine_info
+from .machine import (
+    FAST_PRECISION_FLAGS,
+    LOW_PRECISION_FLAGS,
+    cpu_features,
+    machine_info,
+    runs_fast,
+)
 from .ops import OTHER, OpCount, PartCount, PartsSpec, count_ops
 from .payoff import PAYOFF_MIN_RATIO, Payoff, PayoffWarning, check_payoff, mac_payoff
 from .profiling import Comparison, ModelProfile, compare, profile
@@ -74,6 +80,8 @@ __all__ = [
     "mac_payoff",
     "machine_info",
     "cpu_features",
+    "runs_fast",
+    "FAST_PRECISION_FLAGS",
     "LOW_PRECISION_FLAGS",
     "measure_interleaved",
     "measure_latency",

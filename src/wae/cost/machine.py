@@ -11,11 +11,19 @@ import torch
 
 from ..runtime import usable_cores
 
-__all__ = ["LOW_PRECISION_FLAGS", "cpu_features", "machine_info"]
+__all__ = [
+    "FAST_PRECISION_FLAGS",
+    "LOW_PRECISION_FLAGS",
+    "cpu_features",
+    "machine_info",
+    "runs_fast",
+]
 
 #: The CPU flags that decide how fast bf16 and int8 convolutions run through oneDNN: AMX
 #: tiles, AVX-512 BF16 and VNNI dot products (without them bf16 is emulated, int8 is slower).
 LOW_PRECISION_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f")
+#: The flags any one of which makes a reduced precision native on the CPU (oneDNN, OpenVINO).
+FAST_PRECISION_FLAGS = {"bf16": ("amx_bf16", "avx512_bf16"), "int8": ("amx_int8", "avx512_vnni")}
 
 
 @lru_cache(maxsize=1)
@@ -61,6 +69,15 @@ def cpu_features() -> dict[str, Any]:
     except (AttributeError, RuntimeError):
         capability = "unknown"
     return {"flags": [f for f in LOW_PRECISION_FLAGS if f in flags], "capability": capability}
+
+
+def runs_fast(precision: str, features: dict[str, Any] | None = None) -> bool:
+    """Whether this CPU has native instructions for `precision` ("bf16" or "int8"; fp32 is
+    always native). `features`: :func:`cpu_features`'s result, read when not given."""
+    if precision not in FAST_PRECISION_FLAGS:
+        return precision == "fp32"
+    flags = set((features if features is not None else cpu_features()).get("flags", []))
+    return bool(flags & set(FAST_PRECISION_FLAGS[precision]))
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..checkpoint import atomic_write_json, load_model, read_meta
 from ..cost import machine_info
 from ..data import trivial_cue_accuracy
 from ..runlock import RunLock
+from ..runtime import describe_precision
 from ..train import build_datasets, rundir
 from ..train.config import config_to_dict
 from .analysis import decomposition_table
@@ -137,6 +138,7 @@ def _work(setup: Setup, log: Log, t_start: float) -> dict[str, Any]:
             log=log,
         )
     timing["total"] = time.perf_counter() - t_start
+    precision = _precision(seeds)
     results = {
         **_header(setup, len(test)),
         "methods": methods,
@@ -149,7 +151,8 @@ def _work(setup: Setup, log: Log, t_start: float) -> dict[str, Any]:
         "figure_captions": figs.captions,
         "machine": machine_info(),
         "timing_s": timing,
-        "notes": _notes(opts, setup.info),
+        "precision": precision,
+        "notes": _notes(opts, setup.info, precision),
     }
     results["claims"] = claims(results)
     _write(setup, seeds, results, log)
@@ -235,7 +238,14 @@ def _write(setup: Setup, seeds: dict[int, SeedResult], results: dict[str, Any], 
     log(f"== done in {results['timing_s']['total'] / 60:.1f} min: {path}")
 
 
-def _notes(opts: ReproduceOptions, info: dict[str, Any]) -> list[str]:
+def _precision(seeds: dict[int, SeedResult]) -> dict[str, dict[str, Any]]:
+    """The training precision of every run, "<method>/seed<s>" -> results.json's keys."""
+    return {f"{key}/seed{s}": p for s, r in seeds.items() for key, p in r.precision.items()}
+
+
+def _notes(
+    opts: ReproduceOptions, info: dict[str, Any], precision: dict[str, dict[str, Any]]
+) -> list[str]:
     size, colour = info["input_size"], "grey" if info["in_chans"] == 1 else "colour"
     notes = [
         "Top-5 error on a 10-class dataset is near zero for every method; the verdicts use top-1.",
@@ -247,6 +257,7 @@ def _notes(opts: ReproduceOptions, info: dict[str, Any]) -> list[str]:
         "(results.json also has params_inference).",
         "Noise is drawn per test image from a fixed seed (the run's seed), the same draws for "
         "every method of a seed, and not clamped (as in the paper).",
+        describe_precision(precision),
     ]
     if opts.quick:
         notes.insert(0, "QUICK run: tiny subset, one epoch per stage, width 8.")

@@ -76,12 +76,14 @@ class SeedJob:
 
 @dataclass
 class SeedResult:
-    """One seed's outcome: per method the test summary and the config it ran with (in the
-    order trained), the pruning log, and seconds per step."""
+    """One seed's outcome: per method the test summary, the config it ran with (in the
+    order trained) and its training precision (results.json's precision keys), the pruning
+    log, and seconds per step."""
 
     seed: int
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: dict[str, dict[str, Any]] = field(default_factory=dict)
     pruning: dict[str, Any] | None = None
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -183,6 +185,7 @@ def _train_method(
         raise ReproduceError(f"The run in {rd} did not complete (see its files).")
     res.configs[key] = cfg
     res.summaries[key] = {**_summary(out["test"]), "run_dir": str(rd)}
+    res.precision[key] = {k: v for k, v in out.items() if k.startswith("precision")}
 
 
 def _prune(job: SeedJob, res: SeedResult, log: Callable[[str], None]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ every key is optional except ``[[stages]]``. Unknown keys are errors, never igno
 
     [runtime]                   # how and where it runs; not part of the fingerprint
     device = "auto"
-    amp = false
+    precision = "auto"          # fp32 (default) | bf16 | fp16 | auto: autocast, float32
+                                # master weights; auto: bf16 where the device runs it fast
 
     [[stages]]                  # one table per stage, in order
     name = "wae"
@@ -252,6 +253,7 @@ def _validate_runtime(r: RuntimeConfig) -> None:
         check_device(r.device, "runtime.device (--device)", available=False)
     except DeviceError as e:
         raise ConfigError(str(e)) from None
+    _amp_to_precision(r)
     _check(
         r.threads is None or r.threads >= 1,
         f"runtime.threads must be >= 1 (or unset for torch's default), got {r.threads}.",
@@ -262,6 +264,21 @@ def _validate_runtime(r: RuntimeConfig) -> None:
         r.max_epochs_this_run is None or r.max_epochs_this_run >= 1,
         "runtime.max_epochs_this_run must be >= 1 (or unset).",
     )
+
+
+def _amp_to_precision(r: RuntimeConfig) -> None:
+    """Read the older ``amp = true`` (+ ``amp_dtype``) as ``precision = amp_dtype``, in place,
+    so that the saved config has one spelling; refuse it beside a different precision."""
+    if not r.amp:
+        return
+    _check(
+        r.precision in ("fp32", r.amp_dtype),
+        f'runtime.amp = true (the older spelling of runtime.precision = "{r.amp_dtype}") '
+        f'contradicts runtime.precision = "{r.precision}". Keep runtime.precision, the current '
+        f"spelling: drop runtime.amp and runtime.amp_dtype and set the precision you want "
+        f"there (auto, fp32, bf16 or fp16; e.g. --set runtime.precision={r.amp_dtype}).",
+    )
+    r.precision, r.amp, r.amp_dtype = r.amp_dtype, False, "bf16"
 
 
 def _validate_stage(s: StageConfig, p: str) -> None:

@@ -7,6 +7,7 @@ dataset from a checkpoint's metadata and checking its classes happen in one plac
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,18 @@ from torch import nn
 from ..checkpoint import CheckpointError, check_num_classes, load_model, read_meta
 from ..data import DataError, LabeledDataset, build_dataset
 from ..models import WAENet
+from ..precision import INFERENCE_PRECISIONS, cast_for_inference
 from .distributed import resolve_device
 from .evaluate import check_eval_options, evaluate
 
-__all__ = ["HeadScores", "checkpoint_dataset", "evaluate_checkpoint"]
+__all__ = [
+    "CastInput",
+    "HeadScores",
+    "OrtScores",
+    "checked_dataset",
+    "checkpoint_dataset",
+    "evaluate_checkpoint",
+]
 
 
 class HeadScores(nn.Module):
@@ -44,11 +53,14 @@ def checkpoint_dataset(
     subset: int | None = None,
     seed: int = 0,
     doc: dict[str, Any] | None = None,
+    train_transforms: bool = True,
 ) -> tuple[LabeledDataset, str]:
     """(dataset, its name) to score the checkpoint in `path` on: `data` if given, else the
     dataset its metadata names, at the checkpoint's input size and channels. `doc`: its
     model.json document when the caller has read it already. The caller checks that the
-    classes match (after the model is loaded, so a wrong count is named first)."""
+    classes match (after the model is loaded, so a wrong count is named first; see
+    :func:`checked_dataset`). `train_transforms`: False for the train split as the model sees
+    images at inference (no augmentation), e.g. to calibrate an int8 model."""
     doc = doc if doc is not None else read_meta(path)
     meta, config = doc["meta"], doc["config"]
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
@@ -69,8 +81,20 @@ def checkpoint_dataset(
         in_chans=meta.get("in_chans") or spec_kw.get("in_chans"),
         subset=subset,
         seed=seed,
+        train_transforms=train_transforms,
     )
     return ds, str(dataset)
+
+
+def checked_dataset(
+    path: str | os.PathLike[str], doc: dict[str, Any], **kwargs: Any
+) -> tuple[LabeledDataset, str]:
+    """:func:`checkpoint_dataset` (same keywords), refused unless its classes are those the
+    checkpoint (model.json document `doc`) was trained on."""
+    ds, dataset = checkpoint_dataset(path, doc=doc, **kwargs)
+    check_num_classes(doc, ds.num_classes, path)
+    _check_classes(doc["meta"].get("classes"), ds, dataset)
+    return ds, dataset
 
 
 def evaluate_checkpoint(
@@ -87,24 +111,37 @@ def evaluate_checkpoint(
     seed: int = 0,
     num_workers: int = 0,
     allow_code: Collection[str] = (),
+    precision: str = "fp32",
+    calibration_size: int | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5, per class and under noise (see :func:`evaluate`) of a checkpoint.
 
     ``head``: for a WAE, "average" (the model's prediction), "low" (s_L) or "fused" (s_c).
     ``allow_code``: your own backbone factories the checkpoint may be built with (see
     :func:`wae.checkpoint.load_model`).
-    The result also names the checkpoint, dataset, split, model, head and the run's config.
+    ``precision``: "fp32" (as trained), "bf16" (the model cast to bfloat16 once, inputs cast
+    too; no autocast) or "int8" (ONNX Runtime, QDQ int8 of the exported scorer, calibrated on
+    ``calibration_size`` (default 512) seeded images of the same dataset's train split; CPU).
+    The result also names the checkpoint, dataset, split, model, head, precision (with the
+    calibration figures at int8) and the run's config.
     """
     _check_options(batch_size, noise_vars, head, subset, split, num_workers, seed)
-    dev = resolve_device(device)
+    _check_precision(precision, calibration_size, device)
+    dev = torch.device("cpu") if precision == "int8" else resolve_device(device)
     # The model first: a checkpoint is refused before any data file is opened.
     model, doc = load_model(path, allow_code=allow_code)
-    ds, dataset = checkpoint_dataset(
-        path, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed, doc=doc
+    ds, dataset = checked_dataset(
+        path, doc, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed
     )
-    check_num_classes(doc, ds.num_classes, path)
-    _check_classes(doc["meta"].get("classes"), ds, dataset)
-    scorer = _scorer(model, head, path)
+    scorer: nn.Module = _scorer(model, head, path)
+    extra: dict[str, Any] = {}
+    if precision == "bf16":
+        scorer = CastInput(cast_for_inference(scorer, "bf16"), torch.bfloat16)
+    elif precision == "int8":  # calibrated on the train split, as the model sees it (no aug.)
+        train_ds, _ = checked_dataset(
+            path, doc, data=data, data_dir=data_dir, split="train", train_transforms=False
+        )
+        scorer, extra = _int8_scorer(scorer, train_ds, calibration_size or 512, seed)
     result = evaluate(
         scorer.to(dev),
         ds,
@@ -120,9 +157,64 @@ def evaluate_checkpoint(
         split=split,
         model=doc["spec"].get("name") or doc["spec"].get("backbone"),
         head=head,
+        precision=precision,
+        **extra,
         config=doc["config"],
     )
     return result
+
+
+class CastInput(nn.Module):
+    """`model` fed its input cast to `dtype`; the scores come back float32: (N, C, H, W) ->
+    (N, K). Running a model cast once to bf16 without autocast, as it would be deployed."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
+
+
+class OrtScores(nn.Module):
+    """An ONNX Runtime session as a module, (N, C, H, W) -> (N, K) float32 on the CPU."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..export import ort_run
+
+        return ort_run(self.session, x)
+
+
+def _int8_scorer(
+    scorer: nn.Module, train_ds: LabeledDataset, n: int, seed: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """`scorer` exported (parity-checked), quantised to int8 by ONNX Runtime on `n` seeded
+    images of `train_ds`, as a module; and the result's calibration entry."""
+    from ..export import check_parity, export_onnx, onnx_metadata, onnx_session
+    from ..quantize import calibration_images, quantize_onnx_int8
+
+    calib = calibration_images(train_ds, n, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="wae-eval-int8-") as tmp:
+        fp32 = export_onnx(
+            scorer, Path(tmp) / "fp32.onnx", calib.shape[-2:], in_chans=calib.shape[1]
+        )
+        check_parity(scorer, fp32, calib[:4])  # a faulty export would pass as int8 error
+        int8 = quantize_onnx_int8(fp32, Path(tmp) / "int8.onnx", calib)
+        session = onnx_session(int8)  # the session holds the graph; the files can go
+        quantization = onnx_metadata(int8)["quantization"]
+    entry = {
+        "images": int(calib.shape[0]),
+        "split": "train",
+        "seed": seed,
+        "method": quantization["calibration"],
+        "tool": quantization["tool"],
+        "format": quantization["format"],
+    }
+    return OrtScores(session), {"calibration": entry}
 
 
 def _check_options(
@@ -147,6 +239,33 @@ def _check_options(
         raise DataError(f"--num-workers must be an integer >= 0, got {num_workers!r}.")
     if not (_is_int(seed) and 0 <= seed < 2**32):
         raise DataError(f"--seed must be an integer from 0 to 2**32 - 1, got {seed!r}.")
+
+
+# fp16 is left out: wae evaluates on the CPU by default, where it has no fast path.
+PRECISIONS = tuple(p for p in INFERENCE_PRECISIONS if p != "fp16")
+
+
+def _check_precision(precision: str, calibration_size: int | None, device: Any) -> None:
+    """Refuse, before anything is loaded, a precision that does not exist or options that
+    would be silently ignored at it."""
+    if precision not in PRECISIONS:
+        raise CheckpointError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}."
+        )
+    if calibration_size is not None and precision != "int8":
+        raise CheckpointError(
+            f"--calibration-size sets how many images calibrate an int8 model; at {precision} "
+            f"nothing is calibrated. Drop it, or add --precision int8."
+        )
+    if calibration_size is not None and not (_is_int(calibration_size) and calibration_size >= 1):
+        raise DataError(
+            f"--calibration-size must be a positive number of images, got {calibration_size!r}."
+        )
+    if precision == "int8" and str(device) not in ("auto", "cpu"):
+        raise CheckpointError(
+            f"--precision int8 runs the quantised model with ONNX Runtime on the CPU; it cannot "
+            f"run on --device {device}. Drop --device (or use --device cpu)."
+        )
 
 
 def _is_int(v: object) -> bool:

@@ -175,11 +175,15 @@ def evaluate(
     """Accuracy of `model` ((N, C, H, W) -> logits (N, K)) on `dataset` ((image, label) items).
 
     Returns percentages: ``top1``, ``top5`` (top-min(5, K)), ``per_class`` {class: top-1},
-    ``loss`` (mean cross-entropy) and ``noise``: one ``{"var", "std", "top1", "top5"}`` per
-    variance in `noise_vars` (a variance of 0 gives the clean numbers). With `env` of several
-    processes, each evaluates a strided shard and the counts are summed (exact, no padding).
-    The model's train/eval mode is restored afterwards. ``memory_format``: that of the batches
-    (channels_last for a model trained so). ``amp`` applies on CUDA only.
+    ``loss`` (mean cross-entropy), ``noise``: one ``{"var", "std", "top1", "top5"}`` per
+    variance in `noise_vars` (a variance of 0 gives the clean numbers), and ``precision``.
+    With `env` of several processes, each evaluates a strided shard and the counts are summed
+    (exact, no padding). The model's train/eval mode is restored afterwards.
+    ``memory_format``: that of the batches (channels_last for a model trained so).
+
+    ``amp`` ("bf16", or "fp16" on CUDA) runs the model under autocast; by default it runs in
+    float32, as the trainer's final evaluation always does, so that the accuracies of models
+    trained in different precisions compare (per-epoch validation uses the run's autocast).
     """
     noise_vars = check_eval_options(batch_size, noise_vars)
     env = env or DistEnv()
@@ -194,7 +198,6 @@ def evaluate(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    amp = amp if device.type == "cuda" else None
     tally = _Tally(len(noise_vars), len(classes) if classes else None)
     it = loader
     if progress and env.is_main:
@@ -215,7 +218,9 @@ def evaluate(
                 tally.add(j, logits.float(), y)
     finally:
         model.train(was_training)
-    return tally.summary(env, len(dataset), classes, noise_vars, seed)  # type: ignore[arg-type]
+    result = tally.summary(env, len(dataset), classes, noise_vars, seed)  # type: ignore[arg-type]
+    result["precision"] = amp or "fp32"
+    return result
 
 
 def format_eval(result: dict[str, Any], header: Sequence[tuple[str, str]] = ()) -> str:

@@ -191,7 +191,10 @@ def _diverged(
     k = st.k
     parts = ", ".join(f"{n} = {float(v.detach()):.4g}" for n, v in terms.items())
     latest = rundir.read_latest(ctx.out)
-    amp_hint = 'use runtime.amp_dtype = "bf16", ' if ctx.amp == "fp16" else ""
+    amp_hint = {
+        "fp16": 'set runtime.precision = "bf16" (if the GPU has it) or "fp32", ',
+        "bf16": 'set runtime.precision = "fp32", ',
+    }.get(ctx.precision, "")
     kept = (
         f"the last good checkpoint ({ctx.out / rundir.CKPTS / latest['dir']}, stage "
         f"{latest['stage']} epoch {latest['epoch']}) is untouched; --resume restarts from it"

@@ -113,11 +113,20 @@ class EvalConfig:
 @dataclass
 class RuntimeConfig:
     """How and where the run executes. Not part of the fingerprint, so it may change between a
-    run and its resume; note that num_workers, amp and the number of processes change the
-    random draws or the arithmetic, so exact reproduction needs the same values."""
+    run and its resume; note that num_workers, precision and the number of processes change
+    the random draws or the arithmetic, so exact reproduction needs the same values.
+
+    ``precision`` is the training arithmetic: autocast with float32 master weights ("fp32":
+    none). "auto" takes bf16 on a GPU that has it (else fp16) and on a CPU with AMX or
+    AVX-512 BF16, fp32 elsewhere (bf16 is emulated there, slower than fp32); see
+    :func:`wae.runtime.resolve_precision`. results.json records the precision used. The
+    final test evaluation runs in float32 whatever this says. ``amp = true`` is the older
+    spelling of ``precision = amp_dtype`` (still read, e.g. in a resumed run's config.json).
+    """
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = False  # mixed precision on CUDA (ignored elsewhere, with a note)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    amp: bool = False  # older spelling: true means precision = amp_dtype
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
     deterministic: bool = False  # torch.use_deterministic_algorithms + no cudnn autotuning
     threads: int | None = None  # torch intra-op threads (default: torch's)

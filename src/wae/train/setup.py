@@ -20,7 +20,7 @@ from ..errors import WAEError
 from ..models import WAENet, build_named
 from ..models.spec import SpecError, is_factory_name, validate_spec
 from ..models.trained import is_full_resolution
-from ..runtime import autocast, is_out_of_memory
+from ..runtime import autocast, is_out_of_memory, resolve_precision
 from .config import ConfigError, StageConfig, TrainConfig, config_to_dict, fingerprint
 from .datasets import build_datasets, resolve_image
 from .distributed import DistEnv
@@ -49,7 +49,8 @@ class RunContext:
     hooks: TrainHooks
     cfg_dict: dict[str, Any]
     fp: str  # the config's fingerprint
-    amp: str | None  # "bf16" / "fp16" on CUDA when runtime.amp, else None
+    amp: str | None  # the autocast dtype ("bf16" / "fp16") runtime.precision resolved to
+    precision_note: str | None  # why that precision (e.g. fp32: bf16 is slow on this CPU)
     progress: bool  # tqdm bars on this process
     model: nn.Module = None  # type: ignore[assignment]
     train_ds: LabeledDataset = None  # type: ignore[assignment]
@@ -79,7 +80,13 @@ class RunContext:
         if self.env.is_main and self.cfg.runtime.verbose:
             print(msg, flush=True)
 
+    @property
+    def precision(self) -> str:
+        """The training precision used: "fp32", "bf16" or "fp16"."""
+        return self.amp or "fp32"
+
     def autocast(self) -> contextlib.AbstractContextManager:
+        """Training's (and per-epoch validation's) autocast; a no-op in fp32."""
         return autocast(self.env.device, self.amp)
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,9 +103,11 @@ def _progress_enabled(mode: str) -> bool:
 
 
 def new_context(cfg: TrainConfig, out: Path, env: DistEnv, hooks: TrainHooks | None) -> RunContext:
-    """The run's context before anything is built (decides AMP: on CUDA only, for now)."""
+    """The run's context before anything is built (decides the training precision: a device
+    that cannot run runtime.precision is refused here, before anything is written)."""
     cfg_dict = config_to_dict(cfg)
     rt = cfg.runtime
+    used, note = resolve_precision(rt.precision, env.device)
     ctx = RunContext(
         cfg=cfg,
         out=out,
@@ -106,14 +115,17 @@ def new_context(cfg: TrainConfig, out: Path, env: DistEnv, hooks: TrainHooks | N
         hooks=hooks or TrainHooks(),
         cfg_dict=cfg_dict,
         fp=fingerprint(cfg_dict),
-        amp=None,
+        amp=None if used == "fp32" else used,
+        precision_note=note,
         progress=_progress_enabled(rt.progress) and env.is_main,
     )
-    if rt.amp:
-        if env.device.type == "cuda":
-            ctx.amp = rt.amp_dtype
-        else:
-            ctx.log(f"Note: runtime.amp applies on CUDA only; running {env.device} in fp32.")
+    if note:
+        ctx.log(f'Note: runtime.precision = "{rt.precision}": {note}.')
+    if ctx.amp:
+        ctx.log(
+            f"Precision: {used} autocast (float32 master weights); the final test evaluation "
+            f"runs in float32."
+        )
     return ctx
 
 

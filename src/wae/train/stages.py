@@ -4,8 +4,9 @@ the end of the run (final checkpoint, test evaluation, results.json).
 Each stage starts from the previous stage's end (``OUT/stage<k-1>``) with a fresh optimiser;
 ``calibrate_norms`` re-estimates the FixedNorm statistics of I_L / I_H from the training images
 (no augmentation) before the stage's first epoch. A resumed stage restores its optimiser,
-schedule, early-stopping and AMP scaler state (and, for one process, the RNG states) from the
-newest per-epoch checkpoint.
+schedule, early-stopping and fp16 gradient-scaler state (and, for one process, the RNG states)
+from the newest per-epoch checkpoint. The final test evaluation runs in float32 whatever
+runtime.precision trained in; results.json records the precision used.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ class Trainer:
         steps = self._steps_per_epoch(k, s)
         named = self._train_only(k, s)
         mode = "max" if s.monitor == "val_top1" else "min"
+        # fp16's narrow range needs loss scaling; bf16 has float32's range and needs none.
         scaler = torch.amp.GradScaler("cuda") if ctx.amp == "fp16" else None
         opt = make_optimizer(s, [p for _, p in named])
         sched = LRSchedule(s.schedule, s.lr, s.epochs, steps, mode)
@@ -364,6 +366,10 @@ class Trainer:
             "test": None,
             "config": ctx.cfg_dict,
             "fingerprint": ctx.fp,
+            # What this process trained in (a resumed run may have started in another).
+            "precision": ctx.precision,
+            "precision_requested": ctx.cfg.runtime.precision,
+            "precision_note": ctx.precision_note,
         }
         if not complete:
             return result
@@ -384,7 +390,8 @@ class Trainer:
         return result
 
     def _test(self) -> dict[str, Any]:
-        """The final model on eval.split (+ eval.noise_vars); files fetched at the start."""
+        """The final model on eval.split (+ eval.noise_vars); files fetched at the start. In
+        float32 whatever the training precision, so that accuracies of runs compare."""
         ctx, cfg = self.ctx, self.ctx.cfg
         test = build_datasets(cfg, ("test",), download=False)["test"]
         res = evaluate(
@@ -395,7 +402,6 @@ class Trainer:
             device=ctx.env.device,
             seed=cfg.seed,
             num_workers=cfg.runtime.num_workers,
-            amp=ctx.amp,
             env=ctx.env,
             memory_format=ctx.memory_format,
         )
