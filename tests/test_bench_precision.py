@@ -127,3 +127,17 @@ def test_cpu_precision_note() -> None:
     assert cpu_precision_note("bf16", {"flags": ["amx_bf16"]}) == ""
     assert cpu_precision_note("int8", {"flags": ["avx512_vnni"]}) == ""
     assert cpu_precision_note("fp32", none) == ""
+
+
+def test_time_parts_in_bf16_adds_the_cast_variants() -> None:
+    from wae.bench import time_parts
+
+    res = time_parts("small_vgg_28", threads=1, precision="bf16", **FAST)
+    assert {"channels_last_bf16", "optimized_bf16"} <= set(res["parts"])
+    for part in ("encoder", "I_L network", "I_H network", "heads", "whole"):
+        assert res["parts"]["optimized_bf16"][part]["median_ms"] > 0
+
+
+def test_parts_refuse_int8(capsys) -> None:
+    assert main(["bench", "--quick", "--parts", "--no-save", "--precision", "int8"]) == 2
+    assert "--parts times fp32 and bf16 only" in capsys.readouterr().err

@@ -28,13 +28,14 @@ from .backends import (
 )
 from .matrix import BenchConfig, check_settings, resolve_threads, run_bench, run_config
 from .models import MODELS, QUICK_BACKBONE, BenchError, build_models
-from .parts import PARTS, format_parts_markdown, time_parts, wae_parts
+from .parts import PART_PRECISIONS, PARTS, format_parts_markdown, time_parts, wae_parts
 from .report import format_markdown
 
 __all__ = [
     "ALL_BACKENDS",
     "MODELS",
     "PARTS",
+    "PART_PRECISIONS",
     "PYTORCH_TUNED",
     "QUICK_BACKBONE",
     "BackboneCache",

@@ -24,6 +24,7 @@ from .. import cost
 from ..export import export_module, onnx_session
 from ..models import WAENet
 from ..optimize import WAEInference, optimize_for_inference
+from ..precision import cast_for_inference
 from .backends import Runner
 from .matrix import check_settings, load_average, scratch_dir
 from .models import BenchError, build_models
@@ -35,6 +36,8 @@ PARTS = ("encoder", "I_L network", "I_H network", "heads")
 #: The variants time_parts compares: PyTorch before / after optimize_for_inference, then
 #: ONNX Runtime on the export of each.
 VARIANTS = ("channels_last", "optimized", "ort", "ort_optimized")
+#: The precisions time_parts takes (bf16 adds the PyTorch variants cast once).
+PART_PRECISIONS = ("fp32", "bf16")
 
 
 def wae_parts(
@@ -67,14 +70,21 @@ def wae_parts(
     }
 
 
-def _variants(wae: nn.Module) -> dict[str, nn.Module]:
-    """The model each variant times (ONNX ones are exported from it)."""
-    return {
+def _variants(wae: nn.Module, precision: str = "fp32") -> dict[str, nn.Module]:
+    """The model each variant times (ONNX ones are exported from it); at bf16, the two
+    PyTorch variants again with the weights cast once (``channels_last_bf16``,
+    ``optimized_bf16``: without the fp32-only oneDNN fusion)."""
+    out = {
         "channels_last": copy.deepcopy(wae).to(memory_format=torch.channels_last),
         "optimized": optimize_for_inference(wae),
         "ort": wae,
         "ort_optimized": optimize_for_inference(wae, fuse_mkldnn=False, channels_last=False),
     }
+    if precision != "fp32":
+        out[f"channels_last_{precision}"] = cast_for_inference(out["channels_last"], precision)
+        optimized = optimize_for_inference(wae, fuse_mkldnn=False)
+        out[f"optimized_{precision}"] = cast_for_inference(optimized, precision)
+    return out
 
 
 def _ort_part(
@@ -142,7 +152,8 @@ def _prepare(
     layout: dict[str, float] = {}
     keep: list[Any] = []
     for vname, model in variants.items():
-        for pname, (module, args) in wae_parts(model, x).items():
+        xv = x.to(next(model.parameters()).dtype)  # a cast variant's parts take its dtype
+        for pname, (module, args) in wae_parts(model, xv).items():
             key = f"{vname}/{pname}"
             if vname.startswith("ort"):
                 path = workdir / f"part-{vname}-{pname.replace(' ', '_')}.onnx"
@@ -153,7 +164,7 @@ def _prepare(
             else:
                 runners[key], inputs[key] = _torch_part(module, args)
                 if pname == "whole":
-                    layout[vname] = _layout_ms(model, x, torch.channels_last, 10)
+                    layout[vname] = _layout_ms(model, xv, torch.channels_last, 10)
     return runners, inputs, layout, keep
 
 
@@ -183,17 +194,24 @@ def time_parts(
     rounds: int = 3,
     warmup: int = 2,
     workdir: str | os.PathLike[str] | None = None,
+    precision: str = "fp32",
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Where WAE's time goes: each part of WAE (encoder, I_L net, I_H net, heads) timed
     alone, before and after optimize_for_inference, in PyTorch (channels_last / optimized)
-    and ONNX Runtime (ort / ort_optimized), next to its share of the MACs.
+    and ONNX Runtime (ort / ort_optimized), next to its share of the MACs; with `precision`
+    "bf16" also the PyTorch variants cast to bf16 (parts fed bf16 inputs).
 
     "layout conversions" is the time spent copying between memory formats inside the whole
     model (PyTorch: aten::copy_; ONNX Runtime: its Reorder nodes), "glue" is whole minus the
     sum of the parts (per-call overhead between parts). CPU only. The ONNX files go to
     `workdir` (default: a temporary directory, removed).
     """
+    if precision not in PART_PRECISIONS:
+        raise BenchError(
+            f"Per-part timing runs at {' or '.join(PART_PRECISIONS)}, not {precision!r}: an "
+            f"int8 model exists only as a whole quantized graph. Drop it from --precision."
+        )
     n_threads = check_settings(
         input_size=input_size,
         batch_sizes=[batch_size],
@@ -208,7 +226,7 @@ def time_parts(
     x = torch.rand(batch_size, info["in_chans"], info["input_size"], info["input_size"])
     ops = cost.count_ops(wae, x, parts=wae.cost_parts)
     with scratch_dir(workdir) as wd:
-        runners, inputs, layout, keep = _prepare(_variants(wae), x, wd, n_threads)
+        runners, inputs, layout, keep = _prepare(_variants(wae, precision), x, wd, n_threads)
         log(f"timing {len(runners)} parts (load average {load_average()})")
         load_before = load_average()
         lats = cost.measure_interleaved(
@@ -216,7 +234,7 @@ def time_parts(
             inputs,
             threads=n_threads,
             memory_format=torch.contiguous_format,  # inputs are prepared above
-            dtype=torch.float32,
+            dtype=None,  # each variant's inputs are prepared in its own dtype above
             min_run_time=min_run_time,
             rounds=rounds,
             device="cpu",

@@ -78,7 +78,7 @@ def _resolve_formats(memory_format: str | torch.memory_format) -> list[torch.mem
 
 
 def _convert_tensor(
-    t: torch.Tensor, device: torch.device, dtype: torch.dtype, fmt: torch.memory_format
+    t: torch.Tensor, device: torch.device, dtype: torch.dtype | None, fmt: torch.memory_format
 ) -> torch.Tensor:
     out = t.to(device=device, dtype=dtype if t.is_floating_point() else None)
     if out.dim() == 4:  # channels_last only exists for 4-D (N, C, H, W) tensors
@@ -88,7 +88,7 @@ def _convert_tensor(
 
 @contextlib.contextmanager
 def _converted(
-    model: nn.Module, device: torch.device, dtype: torch.dtype, fmt: torch.memory_format
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None, fmt: torch.memory_format
 ) -> Iterator[None]:
     """Temporarily move/cast/re-layout every parameter and buffer, in eval mode.
 
@@ -163,7 +163,7 @@ def _time_one(
     label: str,
     *,
     device: torch.device,
-    dtype: torch.dtype,
+    dtype: torch.dtype | None,
     fmt: torch.memory_format,
     warmup: int,
     threads: int,
@@ -196,7 +196,7 @@ def measure_interleaved(
     *,
     threads: int | None = None,
     memory_format: str | torch.memory_format = "best",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     min_run_time: float = 2.0,
     device: str | torch.device | None = None,
     warmup: int = 3,
@@ -244,7 +244,7 @@ def measure_interleaved(
 
     settings = dict(
         threads=n_threads,
-        dtype=str(dtype).replace("torch.", ""),
+        dtype=str(dtype).replace("torch.", "") if dtype is not None else "as given",
         min_run_time=float(min_run_time),
         warmup=int(warmup),
         rounds=int(rounds),
@@ -288,7 +288,7 @@ def measure_latency(
     *,
     threads: int | None = None,
     memory_format: str | torch.memory_format = "best",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     min_run_time: float = 1.0,
     device: str | torch.device | None = None,
     warmup: int = 3,
@@ -300,7 +300,8 @@ def measure_latency(
     * ``memory_format``: ``"best"`` times ``contiguous_format`` and ``channels_last`` (model
       and input converted) and reports the faster, recording which in ``memory_format`` and
       both medians in ``candidates``; or name one format.
-    * ``dtype``: floating-point parameters, buffers and inputs are cast to it for timing.
+    * ``dtype``: floating-point parameters, buffers and inputs are cast to it for timing;
+      None keeps each one's own (candidates prepared at their own precision).
     * ``device``: default is where the model's parameters are. On CUDA the benchmark timer
       synchronises before each clock read, so times include kernel completion.
     * ``min_run_time``: seconds of timed runs per memory format (after ``warmup`` untimed runs).
