@@ -27,17 +27,17 @@ from wae.train.eval_checkpoint import evaluate_checkpoint
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def score(checkpoint: str, data: str | None) -> dict:
+def score(checkpoint: str, data: str | None, precisions: list[str]) -> dict:
     """{precision: {"top1", "seconds"}, plus "delta_vs_fp32"} for one checkpoint."""
     out: dict = {}
-    for p in PRECISIONS:
+    for p in ["fp32", *[q for q in precisions if q != "fp32"]]:
         t0 = time.perf_counter()
         r = evaluate_checkpoint(checkpoint, data=data, precision=p)
         out[p] = {"top1": r["top1"], "seconds": round(time.perf_counter() - t0, 1)}
         if "calibration" in r:
             out[p]["calibration"] = r["calibration"]
         out[p]["images"] = r["num_images"]
-    for p in PRECISIONS[1:]:
+    for p in list(out)[1:]:
         d = out[p]["top1"] - out["fp32"]["top1"]
         # Unpaired binomial SE of a difference: an upper bound of the paired one.
         acc = out["fp32"]["top1"] / 100
@@ -51,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--data", default=None, help="default: each checkpoint's own dataset")
+    ap.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     doc = {
         "machine": machine_info(torch.get_num_threads()),
-        "results": {c: score(c, args.data) for c in args.checkpoints},
+        "results": {c: score(c, args.data, args.precision) for c in args.checkpoints},
     }
     text = json.dumps(doc, indent=2)
     print(text)
