@@ -70,22 +70,19 @@ def test_demo_checks_the_students_overrides_before_training(
     assert not (tmp_path / "o" / "baseline").exists()
 
 
-def test_demo_trains_every_run_in_the_recipes_precision_and_says_which(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_demo_trains_every_run_in_the_recipes_precision_and_says_which(tmp_path: Path) -> None:
     from wae import accelerate, demo
     from wae.train import load_config
 
     base = load_config(demo.BASELINE_RECIPE)
     assert base.runtime.precision == "auto"
-    over = demo._same_precision(base, [])
-    assert over == ["runtime.precision=auto"]
-    assert demo._same_precision(base, ["runtime.amp=true"]) == []  # would contradict it
     tdir = tmp_path / "baseline" / "final"
     doc = accelerate.teacher_doc_from_config(base)
-    students = accelerate.student_configs(tdir, over, doc=doc)
+    students = accelerate.student_configs(tdir, [], doc=doc)  # the teacher's precision
     assert {c.runtime.precision for c in students.values()} == {"auto"}
-    # Each run's results.json says what it trained in; the demo's table ends with it.
+    amp = accelerate.student_configs(tdir, ["runtime.amp=true"], doc=doc)  # would contradict
+    assert {c.runtime.precision for c in amp.values()} == {"bf16"}
+    # Each run's results.json says what it trained in; the table ends with it.
     note = (
         "this CPU has no AMX or AVX-512 BF16, so bf16 would be slower than fp32: training in fp32"
     )
@@ -94,8 +91,6 @@ def test_demo_trains_every_run_in_the_recipes_precision_and_says_which(
         (tmp_path / key).mkdir()
         (tmp_path / key / "results.json").write_text(json.dumps(run))
     results: dict = {"configs": {k: {} for k in students}}
-    demo._add_precision(results, tmp_path, run)
+    accelerate.add_precision(results, tmp_path, baseline=run)
     assert results["precision"] == {"baseline": "fp32", "wae": "fp32", "half": "fp32"}
     assert note in results["precision_summary"]
-    monkeypatch.setattr(accelerate, "format_results", lambda r: "TABLE")
-    assert demo.format_results(results) == f"TABLE\n{results['precision_summary']}"

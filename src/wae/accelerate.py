@@ -41,6 +41,7 @@ from .errors import WAEError
 from .models import PlainNet, build_named, is_model
 from .models.trained import spec_backbone
 from .runlock import RunLock
+from .runtime import describe_precision
 from .stats import se_diff, verdict
 from .train.setup import recipe_code
 
@@ -50,6 +51,7 @@ __all__ = [
     "QUICK_OVERRIDES",
     "accelerate",
     "check_payoff",
+    "add_precision",
     "format_results",
     "kd_settings",
     "run_acceleration",
@@ -167,11 +169,33 @@ def student_configs(
     if tcfg.get("eval"):
         raw["eval"] = dict(tcfg["eval"])
     raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": str(checkpoint)}
+    raw["runtime"] = {**raw.get("runtime", {}), **_teacher_precision(tcfg, overrides)}
     wae_cfg = load_config(raw, overrides)
     out = {"wae": wae_cfg}
     if half:
         out["half"] = _half_config(wae_cfg, load_config)
     return out
+
+
+def _teacher_precision(tcfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, str]:
+    """The students' runtime.precision: the teacher's, or "auto" (bf16 where the device runs
+    it fast, else fp32) for a teacher that recorded none; nothing when `overrides` use the
+    older runtime.amp, which would contradict it. The stage template has no [runtime]."""
+    if any(o.strip().startswith("runtime.amp") for o in overrides):
+        return {}
+    rt = tcfg.get("runtime") if isinstance(tcfg.get("runtime"), dict) else {}
+    return {"precision": rt.get("precision") or "auto"}
+
+
+def add_precision(results: dict[str, Any], out: Path, **runs: dict[str, Any]) -> None:
+    """results["precision"] ({run: the training precision it used}) and
+    results["precision_summary"] (the sentence saying it) from the students' results.json in
+    OUT/<key> and `runs` (more runs' results, e.g. the demo's teacher)."""
+    from .train import rundir
+
+    found = {**runs, **{k: rundir.read_results(out / k) or {} for k in results["configs"]}}
+    results["precision"] = {k: r.get("precision") for k, r in found.items()}
+    results["precision_summary"] = describe_precision(found)
 
 
 def _half_config(wae_cfg: Any, load_config: Any) -> Any:
@@ -400,6 +424,7 @@ def run_acceleration(
     results.update(quick=quick, payoff=payoff, train_seconds=round(train_s, 1))
     results["epoch_seconds"] = {k: epoch_seconds(out / k) for k in trained}
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    add_precision(results, out)
     return results
 
 
@@ -589,5 +614,6 @@ def format_results(r: dict[str, Any]) -> str:
             f"MAC ratio {r['mac_ratio']:.2f}x. Machine: {mach.get('cpu_model')}, "
             f"{s['threads']} threads, {s['dtype']}, eager PyTorch {mach.get('torch_version')}; "
             f"training epochs took {_epochs_text(r.get('epoch_seconds', {}))}.",
+            *([r["precision_summary"]] if r.get("precision_summary") else []),
         ]
     )

@@ -12,9 +12,10 @@ on the half-size image (I_R) with the same teaching, all measured in one run. Wr
     OUT/decomposition.png   test images, I_L, I_H and the reconstruction
     OUT/baseline/, OUT/wae/, OUT/half/   the training runs (checkpoints, metrics, config)
 
-Every run trains with the teacher recipe's ``runtime.precision`` (the packaged recipe's is
-"auto": bf16 autocast where the device runs it fast, else fp32 with a note saying why); test
-accuracies are computed in float32 either way.
+Every run trains with the teacher recipe's ``runtime.precision`` (the students inherit it:
+:func:`wae.accelerate.student_configs`). The packaged recipe's is "auto": bf16 autocast where
+the device runs it fast, else fp32 with a note saying why. Test accuracies are computed in
+float32 either way.
 
 Re-running reuses finished runs (same config) and continues unfinished ones. The demo owns OUT
 while it runs (``OUT/.wae.lock``, :mod:`wae.runlock`): a second command writing there is
@@ -31,19 +32,21 @@ from typing import Any
 
 import torch
 
-from . import accelerate, cost
+from . import cost
 from .accelerate import (
     QUICK_DATA,
     QUICK_OVERRIDES,
+    add_precision,
     epoch_seconds,
+    format_results,
     run_acceleration,
     student_configs,
     teacher_doc_from_config,
+    write_results,
 )
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_model
+from .checkpoint import load_model
 from .errors import WAEError
 from .runlock import RunLock
-from .runtime import describe_precision
 
 __all__ = ["BASELINE_RECIPE", "format_results", "run_demo"]
 
@@ -86,7 +89,6 @@ def run_demo(
     base_over = [*(_QUICK_BASELINE if quick else ()), *overrides]
     stud_over = [*(QUICK_OVERRIDES if quick else ()), *overrides, *student_overrides]
     base_cfg = load_config(recipe, base_over)
-    stud_over = [*_same_precision(base_cfg, stud_over), *stud_over]
     tdir = out / "baseline" / "final"
     student_configs(tdir, stud_over, doc=teacher_doc_from_config(base_cfg))  # checked now
     lock.check()
@@ -120,43 +122,12 @@ def run_demo(
         }
         results["train_seconds"] = round(teacher_s + results["train_seconds"], 1)
         results["total_seconds"] = round(time.perf_counter() - t0, 1)
-        _add_precision(results, out, teacher)
+        add_precision(results, out, baseline=teacher)
         log(f"[demo] {results['precision_summary']}")
-        _write_results(out, results)
+        write_results(out, results)
         wae_model = load_model(results["wae"]["checkpoint"])[0]
         _decomposition_figure(wae_model, results["configs"]["wae"], out / "decomposition.png")
     return results
-
-
-def _same_precision(base_cfg: Any, overrides: Sequence[str]) -> list[str]:
-    """The override that trains the students in the teacher recipe's runtime.precision (the
-    stage template has no [runtime]); none when `overrides` use the older runtime.amp, which
-    would contradict it."""
-    if any(o.strip().startswith("runtime.amp") for o in overrides):
-        return []
-    return [f"runtime.precision={base_cfg.runtime.precision}"]
-
-
-def _add_precision(results: dict[str, Any], out: Path, teacher: dict[str, Any]) -> None:
-    """The training precision of each run (from its results.json) and the sentence saying it."""
-    from .train import rundir
-
-    runs = {"baseline": teacher}
-    runs |= {k: rundir.read_results(out / k) or {} for k in results["configs"]}
-    results["precision"] = {k: r.get("precision") for k, r in runs.items()}
-    results["precision_summary"] = describe_precision(runs)
-
-
-def format_results(r: dict[str, Any]) -> str:
-    """`wae accelerate`'s table and verdict, then the training precision."""
-    text = accelerate.format_results(r)
-    return text + (f"\n{r['precision_summary']}" if r.get("precision_summary") else "")
-
-
-def _write_results(out: Path, results: dict[str, Any]) -> None:
-    """OUT/results.json and OUT/results.md (:func:`format_results`), each atomically."""
-    atomic_write_json(out / "results.json", results)
-    atomic_write_bytes(out / "results.md", (format_results(results) + "\n").encode())
 
 
 @torch.no_grad()
