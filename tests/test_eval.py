@@ -193,3 +193,17 @@ def test_cli_eval_refuses_pickled_weights(checkpoint, capsys, tmp_path):
 def test_cli_eval_missing_checkpoint(capsys, tmp_path):
     assert main(["eval", "--checkpoint", str(tmp_path / "nope")]) == 2
     assert "is not a wae checkpoint" in capsys.readouterr().err
+
+
+@needs_fmnist
+def test_train_split_is_scored_without_augmentation(checkpoint):
+    """`wae eval --split train` scores the images as the model sees them at inference: the
+    random crop and flip of training would make two reads of one image differ."""
+    from wae.train.eval_checkpoint import checkpoint_dataset
+
+    ds, _ = checkpoint_dataset(checkpoint, split="train", subset=20)
+    torch.manual_seed(1)
+    first = torch.stack([ds[i][0] for i in range(len(ds))])
+    torch.manual_seed(2)
+    again = torch.stack([ds[i][0] for i in range(len(ds))])
+    assert torch.equal(first, again)

@@ -337,7 +337,7 @@ def _int8_data(
 
     doc = read_meta(checkpoint)
     kw: dict[str, Any] = dict(data=data, data_dir=data_dir)
-    train, name = checked_dataset(checkpoint, doc, split="train", train_transforms=False, **kw)
+    train, name = checked_dataset(checkpoint, doc, split="train", **kw)
     test, _ = checked_dataset(checkpoint, doc, split="test", **kw)
     check = Subset(test, balanced_subset(test.targets, check_size, seed=0).tolist())
     return _Int8Data(calibration_images(train, n, seed=0), check, name)

@@ -53,14 +53,13 @@ def checkpoint_dataset(
     subset: int | None = None,
     seed: int = 0,
     doc: dict[str, Any] | None = None,
-    train_transforms: bool = True,
 ) -> tuple[LabeledDataset, str]:
     """(dataset, its name) to score the checkpoint in `path` on: `data` if given, else the
     dataset its metadata names, at the checkpoint's input size and channels. `doc`: its
     model.json document when the caller has read it already. The caller checks that the
     classes match (after the model is loaded, so a wrong count is named first; see
-    :func:`checked_dataset`). `train_transforms`: False for the train split as the model sees
-    images at inference (no augmentation), e.g. to calibrate an int8 model."""
+    :func:`checked_dataset`). Every split comes as the model sees images at inference, the
+    train split too (no augmentation): it is scored, or calibrates an int8 model."""
     doc = doc if doc is not None else read_meta(path)
     meta, config = doc["meta"], doc["config"]
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
@@ -81,7 +80,7 @@ def checkpoint_dataset(
         in_chans=meta.get("in_chans") or spec_kw.get("in_chans"),
         subset=subset,
         seed=seed,
-        train_transforms=train_transforms,
+        train_transforms=False,  # scored, never trained on: no augmentation
     )
     return ds, str(dataset)
 
@@ -139,7 +138,7 @@ def evaluate_checkpoint(
         scorer = CastInput(cast_for_inference(scorer, "bf16"), torch.bfloat16)
     elif precision == "int8":  # calibrated on the train split, as the model sees it (no aug.)
         train_ds, _ = checked_dataset(
-            path, doc, data=data, data_dir=data_dir, split="train", train_transforms=False
+            path, doc, data=data, data_dir=data_dir, split="train"
         )
         scorer, extra = _int8_scorer(scorer, train_ds, calibration_size or 512, seed)
     result = evaluate(
