@@ -137,9 +137,7 @@ def evaluate_checkpoint(
     if precision == "bf16":
         scorer = CastInput(cast_for_inference(scorer, "bf16"), torch.bfloat16)
     elif precision == "int8":  # calibrated on the train split, as the model sees it (no aug.)
-        train_ds, _ = checked_dataset(
-            path, doc, data=data, data_dir=data_dir, split="train"
-        )
+        train_ds, _ = checked_dataset(path, doc, data=data, data_dir=data_dir, split="train")
         scorer, extra = _int8_scorer(scorer, train_ds, calibration_size or 512, seed)
     result = evaluate(
         scorer.to(dev),
