@@ -66,6 +66,7 @@ __all__ = [
     "MatrixResize",
     "check_export_options",
     "check_parity",
+    "decode_metadata",
     "export_module",
     "export_onnx",
     "onnx_metadata",
@@ -502,6 +503,12 @@ def onnx_metadata(path_or_session: str | os.PathLike[str] | Any) -> dict[str, An
         raw = {p.key: p.value for p in proto.metadata_props}
     else:
         raw = dict(path_or_session.get_modelmeta().custom_metadata_map)
+    return decode_metadata(raw)
+
+
+def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
+    """Metadata strings with JSON values decoded (a plain string stays as it is); the one
+    reader of ONNX metadata_props and OpenVINO's rt_info "framework"."""
     out: dict[str, Any] = {}
     for k, v in raw.items():
         try:

@@ -263,37 +263,29 @@ def _staging(out: Path) -> Iterator[Path]:
 
 
 def _place(staged: Path, out: Path) -> int:
-    """Rename the checked file(s) to `out` (an IR's .bin first, then its .xml); total bytes."""
-    files = [(staged, out)]
-    if out.suffix == ".xml":
-        files.insert(0, (staged.with_suffix(".bin"), out.with_suffix(".bin")))
-    for src, dst in files:
-        os.replace(src, dst)
-    return sum(dst.stat().st_size for _, dst in files)
+    """Rename the checked file(s) to `out` (an IR: .bin and .xml); total bytes."""
+    if out.suffix != ".xml":
+        os.replace(staged, out)
+        return out.stat().st_size
+    from .openvino_rt import replace_ir
+
+    replace_ir(staged, out)
+    return out.stat().st_size + out.with_suffix(".bin").stat().st_size
 
 
 def _export_checked(
     model: nn.Module,
     target: nn.Module,
-    out: Path,
+    path: Path,
     x: torch.Tensor,
     atol: float,
     **export_kwargs: Any,
 ) -> float:
-    """Export `target` next to `out` under a temporary name, check it against `model` on `x`
-    (N, C, H, W), then rename it to `out`; returns the max abs logit difference. An
-    unfaithful (or failed) export is deleted and never replaces an earlier file at `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".checking")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        export_onnx(target, tmp, tuple(x.shape[-2:]), in_chans=x.shape[1], **export_kwargs)
-        diff = check_parity(model, onnx_session(tmp), x, atol=atol)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; removed on any failure
-    return diff
+    """Export `target` to `path` (in the staging folder: nothing of a failed check is kept)
+    and check it against `model` on `x` (N, C, H, W); returns the max abs logit difference."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(target, path, tuple(x.shape[-2:]), in_chans=x.shape[1], **export_kwargs)
+    return check_parity(model, onnx_session(path), x, atol=atol)
 
 
 def _openvino_fp32(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .errors import first_line
-from .export import ExportError
+from .export import ExportError, decode_metadata
 from .runtime import usable_cores
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "ov_precision",
     "ov_run",
     "ov_save",
+    "replace_ir",
     "require_openvino",
 ]
 
@@ -145,9 +146,15 @@ def ov_save(
         except Exception as e:
             why = first_line(e, with_type=True)
             raise ExportError(f"OpenVINO could not save {dst}: {why}") from e
-        os.replace(xml.with_suffix(".bin"), dst.with_suffix(".bin"))
-        os.replace(xml, dst)
+        replace_ir(xml, dst)
     return dst
+
+
+def replace_ir(src_xml: Path, dst_xml: Path) -> None:
+    """Rename the IR `src_xml` and its .bin over `dst_xml`: the .bin first, so that the .xml
+    found at `dst_xml` never points at weights from another save."""
+    os.replace(src_xml.with_suffix(".bin"), dst_xml.with_suffix(".bin"))
+    os.replace(src_xml, dst_xml)
 
 
 def ov_metadata(model: str | os.PathLike[str] | Any) -> dict[str, Any]:
@@ -158,13 +165,8 @@ def ov_metadata(model: str | os.PathLike[str] | Any) -> dict[str, Any]:
         model = ov.Core().read_model(str(model))
     if not model.has_rt_info(["framework"]):
         return {}
-    out: dict[str, Any] = {}
     framework = model.get_rt_info()["framework"]
     framework = framework.astype(dict) if hasattr(framework, "astype") else framework
-    for key, value in framework.items():
-        text = value.astype(str) if hasattr(value, "astype") else str(value)
-        try:
-            out[key] = json.loads(text)
-        except ValueError:
-            out[key] = text
-    return out
+    return decode_metadata(
+        {k: v.astype(str) if hasattr(v, "astype") else str(v) for k, v in framework.items()}
+    )

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import WAEError
+from .runtime import AMP_DTYPES
 
 __all__ = [
     "FLOAT_DTYPES",
@@ -28,8 +29,8 @@ __all__ = [
 
 #: Every inference precision wae knows, in the order reports list them.
 INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-#: The floating-point ones and their dtypes.
-FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The floating-point ones and their dtypes (the reduced ones are autocast's, one table).
+FLOAT_DTYPES = {"fp32": torch.float32, **AMP_DTYPES}
 
 
 class PrecisionError(WAEError, ValueError):

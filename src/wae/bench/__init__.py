@@ -28,7 +28,14 @@ from .backends import (
 )
 from .matrix import BenchConfig, check_settings, resolve_threads, run_bench, run_config
 from .models import MODELS, QUICK_BACKBONE, BenchError, build_models
-from .parts import PART_PRECISIONS, PARTS, format_parts_markdown, time_parts, wae_parts
+from .parts import (
+    PART_PRECISIONS,
+    PARTS,
+    format_parts_markdown,
+    part_precision,
+    time_parts,
+    wae_parts,
+)
 from .report import format_markdown
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "check_settings",
     "format_markdown",
     "format_parts_markdown",
+    "part_precision",
     "prepare_backend",
     "resolve_threads",
     "run_bench",

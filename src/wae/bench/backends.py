@@ -232,7 +232,7 @@ class BackboneCache:
         out = self.files[key]
         if isinstance(out, BaseException):
             what = "export" if key[2] == "fp32" else f"{key[2]} quantization"
-            raise BackendUnavailable(f"{what} failed: {type(out).__name__}: {first_line(out)}")
+            raise BackendUnavailable(f"{what} failed: {first_line(out, with_type=True)}")
         return out
 
     def onnx_file(self, name: str, backend: str, model: nn.Module, example: torch.Tensor) -> Path:
@@ -241,7 +241,7 @@ class BackboneCache:
         from ..export import export_onnx
         from ..optimize import optimize_for_inference
 
-        source = "ort_optimized" if backend == "ort_optimized" else "ort"
+        source = _onnx_source(backend)
 
         def make() -> Path:
             src = copy.deepcopy(model).to("cpu")
@@ -262,10 +262,10 @@ class BackboneCache:
         from .. import quantize
 
         onnx = self.onnx_file(name, backend, model, example)
-        gen = torch.Generator().manual_seed(1)
-        calib = torch.rand((CALIBRATION_IMAGES, *example.shape[1:]), generator=gen)
 
         def make() -> Path:
+            gen = torch.Generator().manual_seed(1)
+            calib = torch.rand((CALIBRATION_IMAGES, *example.shape[1:]), generator=gen)
             if backend == "openvino":
                 dst = self.workdir / f"{name}-openvino-int8.xml"
                 return quantize.quantize_openvino_int8(onnx, dst, calib)
@@ -276,9 +276,14 @@ class BackboneCache:
 
     def setup_of(self, name: str, backend: str, precision: str) -> float:
         """Seconds spent preparing (exporting, quantizing, casting) this candidate's model."""
-        source = "ort_optimized" if backend == "ort_optimized" else "ort"
-        keys = [(name, backend, precision), (name, source, "fp32")]
+        keys = [(name, backend, precision), (name, _onnx_source(backend), "fp32")]
         return sum(self.setup_s.get(k, 0.0) for k in dict.fromkeys(keys))
+
+
+def _onnx_source(backend: str) -> str:
+    """Whose ONNX export `backend` runs or quantizes: ort_optimized its own (of the optimised
+    rewrite), ort and openvino the plain one."""
+    return "ort_optimized" if backend == "ort_optimized" else "ort"
 
 
 def prepare_backend(
@@ -325,7 +330,7 @@ def _try_once(runner: Runner, example: torch.Tensor, device: torch.device) -> No
         with torch.inference_mode():
             runner(example.to(device))
     except Exception as e:
-        raise BackendUnavailable(f"{type(e).__name__}: {first_line(e)}") from e
+        raise BackendUnavailable(first_line(e, with_type=True)) from e
 
 
 def _prepare_ort(
@@ -348,7 +353,7 @@ def _prepare_ort(
     try:
         session = onnx_session(path, threads, device=cache.device)
     except Exception as e:
-        raise BackendUnavailable(f"{type(e).__name__}: {first_line(e)}") from e
+        raise BackendUnavailable(first_line(e, with_type=True)) from e
     note = "float32 (AMP does not apply to the ONNX model)" if amp else ""
     note = "static QDQ, per-channel, U8/S8" if precision == "int8" else note
     setup = cache.setup_of(name, backend, precision) + time.perf_counter() - t0
@@ -380,7 +385,7 @@ def _prepare_openvino(
     except BackendUnavailable:
         raise
     except Exception as e:
-        raise BackendUnavailable(f"{type(e).__name__}: {first_line(e)}") from e
+        raise BackendUnavailable(first_line(e, with_type=True)) from e
     if precision == "bf16" and ran != "bf16":  # timing it as bf16 would mislabel f32 figures
         raise BackendUnavailable(f"OpenVINO runs {ran} here, not bf16 (no bf16 on this CPU)")
     note = f"inference precision {ran}" + (" (NNCF int8 IR)" if precision == "int8" else "")
@@ -426,7 +431,7 @@ def _prepare_compile(
             runner(x)
             runner(x)
     except Exception as e:
-        msg = f"torch.compile failed: {type(e).__name__}: {first_line(e)}"
+        msg = f"torch.compile failed: {first_line(e, with_type=True)}"
         raise BackendUnavailable(msg) from e
     finally:
         torch.set_num_threads(old)

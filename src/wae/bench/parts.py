@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ from .backends import Runner
 from .matrix import check_settings, load_average, scratch_dir
 from .models import BenchError, build_models
 
-__all__ = ["PARTS", "format_parts_markdown", "time_parts", "wae_parts"]
+__all__ = [
+    "PARTS",
+    "PART_PRECISIONS",
+    "format_parts_markdown",
+    "part_precision",
+    "time_parts",
+    "wae_parts",
+]
 
 #: The parts of WAENet, in forward order ("whole" is the model itself).
 PARTS = ("encoder", "I_L network", "I_H network", "heads")
@@ -38,6 +45,18 @@ PARTS = ("encoder", "I_L network", "I_H network", "heads")
 VARIANTS = ("channels_last", "optimized", "ort", "ort_optimized")
 #: The precisions time_parts takes (bf16 adds the PyTorch variants cast once).
 PART_PRECISIONS = ("fp32", "bf16")
+
+
+def part_precision(precisions: Sequence[str]) -> str:
+    """The precision :func:`time_parts` runs for the asked `precisions` (``--precision``):
+    bf16 when asked, else fp32; BenchError for one of no per-part form (int8)."""
+    extra = sorted(set(precisions) - set(PART_PRECISIONS))
+    if extra:
+        raise BenchError(
+            f"--parts times {' and '.join(PART_PRECISIONS)} only, not {', '.join(extra)}: an "
+            f"int8 model exists only as a whole quantized graph. Drop it from --precision."
+        )
+    return "bf16" if "bf16" in precisions else "fp32"
 
 
 def wae_parts(
@@ -207,11 +226,7 @@ def time_parts(
     sum of the parts (per-call overhead between parts). CPU only. The ONNX files go to
     `workdir` (default: a temporary directory, removed).
     """
-    if precision not in PART_PRECISIONS:
-        raise BenchError(
-            f"Per-part timing runs at {' or '.join(PART_PRECISIONS)}, not {precision!r}: an "
-            f"int8 model exists only as a whole quantized graph. Drop it from --precision."
-        )
+    part_precision([precision])
     n_threads = check_settings(
         input_size=input_size,
         batch_sizes=[batch_size],

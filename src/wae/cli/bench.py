@@ -148,12 +148,8 @@ def _check(args: argparse.Namespace, s: dict[str, Any], stem: str) -> list[Path]
         warmup=s["warmup"],
         precisions=s["precision"],
     )
-    extra = set(s["precision"]) - set(bench.PART_PRECISIONS)
-    if args.parts and extra:
-        raise bench.BenchError(
-            f"--parts times {' and '.join(bench.PART_PRECISIONS)} only, not {', '.join(extra)}: "
-            f"an int8 model exists only as a whole quantized graph. Drop it from --precision."
-        )
+    if args.parts:
+        bench.part_precision(s["precision"])
     if args.no_save:
         return []
     return [
@@ -174,7 +170,7 @@ def _measure(args: argparse.Namespace, s: dict[str, Any]) -> tuple[dict[str, Any
                 min_run_time=s["min_run_time"],
                 rounds=s["rounds"],
                 warmup=s["warmup"],
-                precision="bf16" if "bf16" in s["precision"] else "fp32",  # checked above
+                precision=bench.part_precision(s["precision"]),
                 log=_log,
             )
             for backbone in s["backbone"]
