@@ -235,6 +235,8 @@ def test_an_old_runs_config_json_with_amp_loads(minimal, tmp_path):
         "fashion_mnist_baseline",
         "textures",
         "textures_baseline",
+        "fonts",
+        "fonts_baseline",
         "cifar10",
         "imagenet_vgg16",
         "imagenet_resnet50",

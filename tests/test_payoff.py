@@ -58,6 +58,8 @@ def test_mobilenet_v3_large_warns_with_ratio_and_advice(mobilenet_v3_large) -> N
     assert msg.startswith("WAE will not make this network faster")
     assert "encoder alone costs 0.26 GMACs" in msg and "full network costs 0.22 GMACs" in msg
     assert "larger backbone" in msg and "half=True" in msg and "check_payoff=False" in msg
+    # The light encoder would pay off here (issue 21: ~3x), and the message says so.
+    assert "With encoder='light' it would pay off" in msg and "--encoder light" in msg
     p = mac_payoff(net)  # without the classifier: the I_L network + s_L head at full size
     assert not p.pays_off and p.ratio == pytest.approx(ratio, abs=0.02)
     assert p.encoder_macs == pytest.approx(0.264e9, rel=0.01)

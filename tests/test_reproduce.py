@@ -98,7 +98,7 @@ def test_derive_configs_budget_and_roles(recipes):
     _, s2, s3 = split_stages(w)
     assert e_c == s2["epochs"] + s3["epochs"]
     cfgs = derive_configs(wae_cfg, base_cfg, seed=3, il_init="/x/init")
-    assert set(cfgs) == {"full", "half", "wavelet", "ca", "encoder", "wae", "il"}
+    assert set(cfgs) == {"full", "half", "wavelet", "ca", "encoder", "wae", "il", "wae_light"}
     for key in ("full", "half", "wavelet", "ca", "encoder", "il"):
         assert len(cfgs[key]["stages"]) == 1 and cfgs[key]["stages"][0]["epochs"] == e_c, key
     assert cfgs["wae"]["stages"] == w["stages"]  # the WAE recipe itself
@@ -114,6 +114,13 @@ def test_derive_configs_budget_and_roles(recipes):
     assert enc["stages"][0]["freeze"] == []  # the encoder learns with the classifier
     assert cfgs["il"]["stages"][0]["freeze"] == ["wae"]
     assert cfgs["il"]["model"]["init"] == "/x/init"
+    # Beyond the paper: the WAE row with the light encoder, nothing else changed.
+    light = cfgs["wae_light"]
+    assert light["model"]["kwargs"] == {"width": 8, "encoder": "light"}
+    assert {**light, "name": None, "model": None} == {**cfgs["wae"], "name": None, "model": None}
+    assert {**light["model"], "kwargs": None} == {**cfgs["wae"]["model"], "kwargs": None}
+    with pytest.raises(ReproduceError, match="model.kwargs.encoder"):  # set per method
+        derive_configs(load_config(wae_cfg, ['model.kwargs.encoder="light"']), base_cfg, seed=0)
     assert all(
         c["stages"][0]["losses"] == {"classification": 1.0}
         for c in cfgs.values()
@@ -274,7 +281,10 @@ def test_distillation_rows_start_from_and_learn_from_the_full_run(tmp_path, reci
     losses, table = kd_settings()  # `wae accelerate`'s stage template
     assert losses == {"classification": 0.3, "distillation": 0.7}
     assert cfgs["wae"]["teacher"]["checkpoint"] is None  # the paper's rows learn from labels
-    for key in BEYOND_KEYS:
+    assert cfgs["wae_light"]["teacher"]["checkpoint"] is None  # the light row too
+    kd_keys = [m.key for m in METHODS if m.beyond and "full" in m.needs]
+    assert kd_keys == ["wae_kd", "half_kd"]
+    for key in kd_keys:
         c = cfgs[key]
         assert c["model"]["init"] == teacher and c["teacher"]["checkpoint"] == teacher, key
         assert c["teacher"] == {**table, "checkpoint": teacher}
@@ -299,7 +309,7 @@ def test_distillation_rows_start_from_and_learn_from_the_full_run(tmp_path, reci
     other = seed_configs(
         tmp_path, wae_cfg, load_config(base_cfg, ["stages.1.lr=0.01"]), 1, False, 1e6
     )
-    for key in BEYOND_KEYS:
+    for key in kd_keys:
         assert other.configs[key]["model"]["init"] != teacher
         assert fingerprint(other.configs[key]) != fingerprint(cfgs[key])
     # Trained after what they start from (the full run), after every row of the paper's.
@@ -428,6 +438,18 @@ def test_textures_recipes_are_the_default_for_skimage_textures():
     assert estimate_seconds(wae_only, 1000, 0, 0)["wae"] == pytest.approx(
         estimate_seconds(narrow, 1000, 0, 0)["wae"]
     )
+
+
+def test_fonts_recipes_derive_every_method_unflipped():
+    assert default_recipes("fonts-64,train=4000") == ("fonts.toml", "fonts_baseline.toml")
+    wae_cfg = load_config(resolve_recipe(None, "fonts.toml"))
+    base_cfg = load_config(resolve_recipe(None, "fonts_baseline.toml"))
+    cfgs = derive_configs(wae_cfg, base_cfg, seed=0)
+    assert cfgs["full"]["model"]["name"] == "small_vgg_64_full"
+    assert cfgs["half"]["model"]["name"] == "small_vgg_64_half"
+    assert cfgs["full"]["model"]["kwargs"]["width"] == cfgs["wae"]["model"]["kwargs"]["width"] == 32
+    assert {c["data"]["dataset"] for c in cfgs.values()} == {"fonts"}
+    assert not any(c["data"]["augment"] for c in cfgs.values())  # a flip mirrors the glyphs
 
 
 def test_wall_seconds_and_jobs():
@@ -645,6 +667,20 @@ def test_verdicts_beyond_the_paper_only_for_rows_that_ran():
     assert "WAE_KD (ours, beyond the paper)" in text and "WAE_KD (beyond the paper):" in text
 
 
+def test_light_encoder_row_has_its_claim_and_section():
+    base = fake_results()
+    r = fake_results(wae_light=91.2)  # 0.3 below the WAE: within 2 SE on 10,000 images
+    assert [c for c in claims(r) if not c.get("beyond")] == claims(base)
+    v = _verdicts(r)["light_vs_wae"]
+    assert v["verdict"] == "holds" and v["margin"] == pytest.approx(-0.3)
+    assert v["unit"] == "top-1 points (WAE, light encoder - WAE)"
+    assert _verdicts(fake_results(wae_light=89.0))["light_vs_wae"]["verdict"] == "does not hold"
+    text = format_report(r)
+    assert "## Beyond the paper: a light encoder" in text and "| WAE_LIGHT | 8.80 |" in text
+    assert "knowledge distillation" not in text  # no distillation row was run
+    assert "wae_light" in BEYOND_KEYS and training.TRAIN_ORDER[-1] == "wae_light"
+
+
 def test_figures_keep_one_style_per_method_and_hide_no_point(tmp_path):
     styles = figures.METHOD_STYLES
     assert set(styles) == set(METHOD_KEYS)
@@ -697,6 +733,9 @@ def test_report_writer(tmp_path):
     r = fake_results()
     r["trivial_cue"] = {"top1": 11.8, "chance": 10.0}
     assert "gets 11.8 % top-1 (chance 10.0 %)" in format_report(r)
+    assert "mean and standard deviation alone" in format_report(r)  # measured before ink
+    r["trivial_cue"]["features"] = ["mean", "std", "ink"]
+    assert "standard deviation and ink fraction alone" in format_report(r)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ from PIL import Image
 pytest.importorskip("skimage")
 
 from wae.data import DataError, build_dataset  # noqa: E402
+from wae.data.generated import write_image_folder  # noqa: E402
 from wae.data.textures import (  # noqa: E402
     DEFAULT_CLASSES,
     TextureSpec,
     _load_photo,
     build_textures,
     parse_textures_name,
-    write_image_folder,
 )
 
 # sha256 of images, targets and positions of the default build (skimage-textures-64, seed 0):
@@ -119,5 +119,5 @@ def test_image_folder_round_trip(tmp_path) -> None:
         np.testing.assert_array_equal(np.asarray(Image.open(path)), s.images[-1, 0].numpy())
     with pytest.raises(DataError, match="not an empty directory"):
         write_image_folder(SMALL, out)
-    with pytest.raises(DataError, match="not a skimage-textures"):
+    with pytest.raises(DataError, match="not a generated dataset"):
         write_image_folder("fashion-mnist", tmp_path / "other")

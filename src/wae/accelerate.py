@@ -30,6 +30,7 @@ from typing import Any
 from torch import nn
 
 from . import cost
+from .accelerate_report import ROWS, format_results, verdict_lines
 from .checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -37,12 +38,12 @@ from .checkpoint import (
     load_model,
     read_meta,
 )
+from .encoders import DEFAULT_ENCODER, check_encoder
 from .errors import WAEError
-from .models import PlainNet, build_named, is_model
+from .models import WAE_ONLY_KWARGS, PlainNet, build_named, is_model
 from .models.trained import spec_backbone
 from .runlock import RunLock
 from .runtime import describe_precision
-from .stats import se_diff, verdict
 from .train.setup import recipe_code
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "write_results",
 ]
 
-ROWS = {"baseline": "original (teacher)", "wae": "WAE + KD", "half": "I_R + KD"}
 # A smoke test of the whole path in well under a minute; its numbers mean nothing.
 QUICK_DATA = ("data.subset=600", "data.val_subset=200", "eval.subset=500", "eval.noise_vars=[]")
 QUICK_OVERRIDES = (
@@ -146,9 +146,11 @@ def student_configs(
     *,
     half: bool = True,
     doc: dict[str, Any] | None = None,
+    encoder: str = DEFAULT_ENCODER,
 ) -> dict[str, Any]:
     """{"wae": TrainConfig[, "half": TrainConfig]} of the two students of the teacher in
-    `checkpoint`: its backbone and data, the stage template, `overrides` on top.
+    `checkpoint`: its backbone and data, the stage template, `overrides` on top; the WAE
+    with the encoder `encoder` (:mod:`wae.encoders`).
 
     I_R + KD gets one stage with the classifier stage's optimiser, schedule and losses (no
     transform loss), for the classifying stages' epochs together: same start, same epochs,
@@ -163,6 +165,8 @@ def student_configs(
     raw = _template()
     raw["name"] = f"accelerate-{name}"
     raw["seed"] = tcfg.get("seed", 0)
+    if check_encoder(encoder) != DEFAULT_ENCODER:  # the default is left out: configs (and
+        kwargs = {**kwargs, "encoder": encoder}  # so reused runs) stay as they were
     raw["model"] = {"name": name, "arch": "wae", "kwargs": kwargs, "init": str(checkpoint)}
     data = dict(tcfg.get("data") or {"dataset": meta["dataset"], "val_fraction": 0.1})
     raw["data"] = {**data, "input_size": meta["input_size"], "in_chans": meta["in_chans"]}
@@ -210,7 +214,8 @@ def _half_config(wae_cfg: Any, load_config: Any) -> Any:
         calibrate_norms=False,
         losses={k: w for k, w in first.losses.items() if k != "transform"},
     )
-    model = replace(wae_cfg.model, arch="half")
+    kwargs = {k: v for k, v in wae_cfg.model.kwargs.items() if k not in WAE_ONLY_KWARGS}
+    model = replace(wae_cfg.model, arch="half", kwargs=kwargs)
     return load_config(replace(wae_cfg, name=f"{wae_cfg.name}-half", model=model, stages=[stage]))
 
 
@@ -317,7 +322,12 @@ def check_payoff(
         if not force:
             raise AccelerateError(f"{p.message()} Pass --force to train it anyway.")
         log(f"Warning: {p.message()} Going on (--force).")
-    return {"full_macs": p.full_macs, "wae_macs": p.wae_macs, "ratio": p.ratio}
+    return {
+        "full_macs": p.full_macs,
+        "wae_macs": p.wae_macs,
+        "ratio": p.ratio,
+        "encoder": p.encoder,
+    }
 
 
 def accelerate(
@@ -339,18 +349,20 @@ def accelerate(
     latency_batch: int = 256,
     threads: int | None = None,
     min_run_time: float = 2.0,
+    encoder: str = DEFAULT_ENCODER,
     log: Any = print,
 ) -> dict[str, Any]:
     """Accelerate a trained full-resolution classifier; returns results.json's dict.
 
     The trained network is `checkpoint` (a wae checkpoint), or `model` (a backbone name) with
     `weights` (a safetensors state_dict), `data` and `input_size`. `allow_code`: your own
-    backbone factory ("pkg.module:function") a checkpoint may be built with. Every option,
-    the students' configs (with `overrides`) and the MAC ratio are checked before anything is
-    written.
+    backbone factory ("pkg.module:function") a checkpoint may be built with. `encoder`: the
+    WAE's encoder by name (:mod:`wae.encoders`). Every option, the students' configs (with
+    `overrides`) and the MAC ratio are checked before anything is written.
     Re-running reuses finished runs (same config) and continues unfinished ones.
     """
     _check_options(checkpoint, model, weights, data, input_size)
+    check_encoder(encoder)
     cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
     lock = RunLock(output, "wae accelerate")  # checks the path
     overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
@@ -364,7 +376,7 @@ def accelerate(
     else:
         tdir = lock.dir / "teacher"
         teacher, doc = _imported_teacher(model, Path(weights), data, data_dir, input_size, in_chans)
-    configs = student_configs(tdir, overrides, half=half, doc=doc)
+    configs = student_configs(tdir, overrides, half=half, doc=doc, encoder=encoder)
     payoff = check_payoff(configs["wae"], teacher, doc["meta"]["num_classes"], force, log)
     lock.check()
     with lock:
@@ -552,68 +564,3 @@ def epoch_seconds(run_dir: Path) -> float:
 
     with open(run_dir / "metrics.csv", newline="") as f:
         return round(sum(float(r["epoch_time_s"] or 0) for r in csv.DictReader(f)), 1)
-
-
-def verdict_lines(r: dict[str, Any]) -> list[str]:
-    """The verdict: what WAE keeps at what speed, and what it adds over plain resizing (2 SE
-    of the test set decide; within them it is "inconclusive")."""
-    n, bs = r["test_images"], r["latency_batch_size"]
-    base, wae = r["baseline"]["top1"], r["wae"]["top1"]
-    two_se = 2 * se_diff(wae, base, n)
-    lines = [
-        f"WAE keeps {wae:.2f} % of the original's {base:.2f} % top-1 ({wae - base:+.2f} "
-        f"points; 2 SE = {two_se:.2f}) at {r['speedup']:.2f}x the speed (batch {bs})."
-    ]
-    if "half" in r:
-        half = r["half"]["top1"]
-        margin = wae - half
-        v = verdict(margin, se_diff(wae, half, n))
-        meaning = {
-            "holds": "WAE adds accuracy over plain resizing here.",
-            "does not hold": "plain resizing is better on this data: use I_R + KD instead.",
-            "inconclusive": "within 2 SE, so on this data WAE adds nothing measurable over "
-            "plain resizing.",
-        }[v]
-        lines.append(
-            f"Against half-size input with the same distillation (I_R + KD: {half:.2f} % at "
-            f"{r['half']['speedup']:.2f}x): {margin:+.2f} points, {meaning}"
-        )
-    return lines
-
-
-def _epochs_text(seconds: dict[str, float]) -> str:
-    names = {"baseline": "original", "wae": "WAE", "half": "I_R"}
-    parts = [f"{names.get(k, k)} {v:.0f} s" for k, v in seconds.items()]
-    return ", ".join(parts) or "no time (all runs reused)"
-
-
-def format_results(r: dict[str, Any]) -> str:
-    """The table (Markdown) and verdict from results.json's dict."""
-    bs = r["latency_batch_size"]
-    rows = [
-        f"| model | test top-1 % | top-5 % | MMACs / image | CPU ms (batch {bs}) | speed-up | "
-        f"CPU ms (batch 1) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, label in ROWS.items():
-        if key not in r:
-            continue
-        m = r[key]
-        rows.append(
-            f"| {label} | {m['top1']:.2f} | {m['top5']:.2f} | {m['macs'] / 1e6:.1f} | "
-            f"{m['latency_ms']:.1f} ± {m['latency_iqr_ms']:.1f} | {m['speedup']:.2f}x | "
-            f"{m['latency_ms_batch1']:.2f} |"
-        )
-    s, mach = r["settings"], r["machine"]
-    return "\n".join(
-        [
-            *(["**QUICK smoke test: the numbers below mean nothing.**", ""] if r["quick"] else []),
-            *rows,
-            "",
-            *r["verdict"],
-            f"MAC ratio {r['mac_ratio']:.2f}x. Machine: {mach.get('cpu_model')}, "
-            f"{s['threads']} threads, {s['dtype']}, eager PyTorch {mach.get('torch_version')}; "
-            f"training epochs took {_epochs_text(r.get('epoch_seconds', {}))}.",
-            *([r["precision_summary"]] if r.get("precision_summary") else []),
-        ]
-    )

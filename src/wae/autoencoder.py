@@ -9,19 +9,20 @@ I' = D_L(I_L) + D_H(I_H). Training pushes I_H towards zero energy (transform los
 
 Layer shapes follow the paper (Fig. 2) and the authors' Caffe release:
 - encoder: 3 x [3x3 conv, stride 1, 16 channels, ReLU], then two parallel 3x3 stride-2 convs
-  (padding 1) giving I_L and I_H with the input's channel count and no activation;
+  (padding 1) giving I_L and I_H with the input's channel count and no activation (the
+  encoder "paper", the default; :mod:`wae.encoders` adds a light one, beyond the paper);
 - each decoder branch: 4x4 transposed conv, stride 2, 16 channels, ReLU, then 3 x 3x3 convs
   (16, 16, C channels; ReLU between, none after the last).
 
 Odd sizes: the stride-2 convolutions (padding 1) give ceil(H/2) x ceil(W/2) sub-images; the
 decoder doubles that, and `forward` (or `decode(..., size=)`) crops the reconstruction back
-to H x W. Nothing is padded or resized by hand.
+to H x W. Nothing is padded or resized by hand (the light encoder pads odd sizes itself).
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +31,8 @@ from .errors import WAEError
 
 __all__ = [
     "ShapeError",
+    "SplitEncoder",
+    "WAEEncoder",
     "WAEOutput",
     "WaveletAutoEncoder",
     "FixedNorm",
@@ -100,18 +103,54 @@ def _conv_relu_stack(in_ch: int, width: int, out_ch: int, n: int, last_act: bool
     return nn.Sequential(*layers)
 
 
-class WAEEncoder(nn.Module):
-    """F_E: (N, C, H, W) -> I_L, I_H, each (N, C, ceil(H/2), ceil(W/2))."""
+def xavier_(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every (transposed) convolution in `module`,
+    in module order (the paper's stage-1 initialisation)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class SplitEncoder(nn.Module):
+    """An encoder F_E as a shared body and two heads: x (N, C, H, W) -> h = body(x), then
+    I_L = to_low(h) and I_H = to_high(h), each (N, C, ceil(H/2), ceil(W/2)).
+
+    Every encoder of :mod:`wae.encoders` has this form, so what folds or splits an encoder
+    (:func:`wae.optimize.optimize_for_inference`) works on all of them alike. Subclasses set
+    `body`, `to_low` and `to_high` (two convolutions with the same stride and padding).
+    """
+
+    summary: ClassVar[str] = ""  # one line for listings and errors (wae.encoders)
+    body: nn.Module
+    to_low: nn.Conv2d
+    to_high: nn.Conv2d
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.to_low(h), self.to_high(h)
+
+    def reset_parameters(self) -> None:
+        """Xavier initialisation, as in the paper (stage 1)."""
+        xavier_(self)
+
+
+class WAEEncoder(SplitEncoder):
+    """The paper's F_E: (N, C, H, W) -> I_L, I_H, each (N, C, ceil(H/2), ceil(W/2)).
+
+    Three 16-channel 3x3 convs at full resolution, then two 3x3 stride-2 convs: ~0.26 GMACs
+    per 224x224 RGB image (the encoder "paper" of :mod:`wae.encoders`)."""
+
+    summary: ClassVar[str] = (
+        "the paper's: three 16-channel 3x3 convs at full resolution (~0.26 GMACs per 224x224 "
+        "RGB image)"
+    )
 
     def __init__(self, in_chans: int = 3, width: int = 16) -> None:
         super().__init__()
         self.body = _conv_relu_stack(in_chans, width, width, 3, last_act=True)
         self.to_low = nn.Conv2d(width, in_chans, 3, stride=2, padding=1)
         self.to_high = nn.Conv2d(width, in_chans, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x)
-        return self.to_low(h), self.to_high(h)
 
 
 class WAEDecoderBranch(nn.Module):
@@ -134,16 +173,24 @@ class WaveletAutoEncoder(nn.Module):
         in_chans: image channels C (I_L and I_H have C channels too, as in the release).
         width: channels of every intermediate layer (16 in the paper).
         decoder: build the decoder (False gives the "Decomposition+CNN" baseline's encoder).
+        encoder: the encoder's name in :data:`wae.encoders.ENCODERS`: "paper" (the default,
+            the paper's) or "light" (half resolution, ~50x fewer MACs; beyond the paper).
     """
 
-    def __init__(self, in_chans: int = 3, width: int = 16, decoder: bool = True) -> None:
+    def __init__(
+        self, in_chans: int = 3, width: int = 16, decoder: bool = True, encoder: str = "paper"
+    ) -> None:
+        # wae.encoders imports this module (the paper's encoder lives here): import it late.
+        from .encoders import build_encoder, check_encoder
+
         super().__init__()
         check_count(in_chans, "in_chans", "image channels")
         check_count(width, "width", "channels in its layers")
+        self.encoder_name = check_encoder(encoder)
         self.in_chans = in_chans
         self.low_chans = in_chans
         self.high_chans = in_chans
-        self.encoder = WAEEncoder(in_chans, width)
+        self.encoder = build_encoder(encoder, in_chans, width)
         self.decoder_low = WAEDecoderBranch(in_chans, width) if decoder else None
         self.decoder_high = WAEDecoderBranch(in_chans, width) if decoder else None
         self.reset_parameters()
@@ -153,11 +200,12 @@ class WaveletAutoEncoder(nn.Module):
         return self.decoder_low is not None
 
     def reset_parameters(self) -> None:
-        """Xavier initialisation, as in the paper (stage 1)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        """The encoder's own start (the paper's: Xavier), then Xavier for the decoder, as in
+        the paper (stage 1). Encoder first, so the paper's WAE draws what it always drew."""
+        self.encoder.reset_parameters()
+        for branch in (self.decoder_low, self.decoder_high):
+            if branch is not None:
+                xavier_(branch)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> (I_L, I_H), each (N, C, ceil(H/2), ceil(W/2))."""

@@ -5,11 +5,11 @@ PlainNet get the same treatment, so comparisons stay fair) in which
 
 1. every BatchNorm that follows a convolution or linear layer is folded into it
    (``torch.fx.experimental.optimization.fuse``): one memory pass fewer per BN;
-2. for WAENet with the learned encoder, the fixed-statistics normalisations of I_L and I_H are
-   folded into the encoder's two stride-2 convolutions (they are affine and follow those convs
-   with no activation between, so this is exact up to float rounding), and the two convs are
-   merged into one (the 16-channel full-resolution map is read once instead of twice);
-   the unused decoder is dropped;
+2. for WAENet with a learned encoder (any of :mod:`wae.encoders`: a body and two head convs),
+   the fixed-statistics normalisations of I_L and I_H are folded into the encoder's two head
+   convolutions (they are affine and follow those convs with no activation between, so this
+   is exact up to float rounding), and the two convs are merged into one (the body's map is
+   read once instead of twice); the unused decoder is dropped;
 3. on CPU (float32, oneDNN available) every Conv2d becomes a :class:`FusedConv2d`: one oneDNN
    primitive with its ReLU and/or residual add fused as post-ops, so element-wise ops cost no
    extra memory pass, and it skips nn.Conv2d's per-call overhead;
@@ -38,9 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .autoencoder import FixedNorm, WAEEncoder, WaveletAutoEncoder
+from .autoencoder import FixedNorm, SplitEncoder, WaveletAutoEncoder
 from .errors import WAEError
-from .models.wae_net import LinearHead, WAENet
+from .models.heads import LinearHead
+from .models.wae_net import WAENet
 
 __all__ = [
     "FusedConv2d",
@@ -220,8 +221,8 @@ def _fold_affine_into_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Te
 
 
 class _Encoder(nn.Module):
-    """The learned encoder with its normalisations folded in and its two stride-2 convs
-    merged: x (N, C, H, W) -> (normalised I_L, normalised I_H), each (N, C, H/2, W/2)."""
+    """A learned encoder with its normalisations folded in and its two head convs merged:
+    x (N, C, H, W) -> (normalised I_L, normalised I_H), each (N, C, H/2, W/2)."""
 
     def __init__(self, body: nn.Module, split: SplitConv2d) -> None:
         super().__init__()
@@ -329,7 +330,7 @@ def _wae_inference(model: nn.Module) -> nn.Module:
     enc = model.wae.encoder if isinstance(model.wae, WaveletAutoEncoder) else None
     norms = (model.norm_low, model.norm_high)
     if (
-        isinstance(enc, WAEEncoder)
+        isinstance(enc, SplitEncoder)
         and (enc.to_low.stride, enc.to_low.padding) == (enc.to_high.stride, enc.to_high.padding)
         and all(n is None or isinstance(n, FixedNorm) for n in norms)
     ):

@@ -35,6 +35,7 @@ from torch import nn
 
 from .. import cost
 from ..data.transforms import check_input_size
+from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..precision import check_precisions, cpu_precision_note
 from ..runtime import check_device, usable_cores
 from .backends import (
@@ -355,10 +356,12 @@ def check_settings(
     rounds: int,
     warmup: int,
     precisions: Sequence[str] = ("fp32",),
+    encoder: str = DEFAULT_ENCODER,
 ) -> tuple[list[int], torch.device]:
     """Refuse, before any model is built, settings that would time nothing or mislead (an
-    empty batch, a size of 0, no threads, no time, a precision no chosen backend runs);
-    returns (thread counts, device)."""
+    empty batch, a size of 0, no threads, no time, a precision no chosen backend runs, an
+    unknown encoder); returns (thread counts, device)."""
+    check_encoder(encoder)
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown or not backends:
         what = f"Unknown backend(s) {unknown}" if unknown else "No backend given"
@@ -405,9 +408,11 @@ def run_bench(
     rounds: int = 3,
     warmup: int = 2,
     workdir: str | os.PathLike[str] | None = None,
+    encoder: str = DEFAULT_ENCODER,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Time every (backbone, batch size, thread count) config; see the module docstring.
+    The WAE has the encoder `encoder` (:mod:`wae.encoders`).
 
     `precisions`: fp32 (always timed: the reference), bf16, fp16 (CUDA), int8 (CPU); each
     model runs at each precision on every chosen backend that runs it (PRECISIONS).
@@ -426,13 +431,16 @@ def run_bench(
         rounds=rounds,
         warmup=warmup,
         precisions=precisions,
+        encoder=encoder,
     )
     precisions = check_precisions(precisions, dev)
     start_load = load_average()
     configs: list[dict[str, Any]] = []
     with scratch_dir(workdir) as wd:
         for backbone in backbones:
-            models, info = build_models(backbone, input_size=input_size, num_classes=num_classes)
+            models, info = build_models(
+                backbone, input_size=input_size, num_classes=num_classes, encoder=encoder
+            )
             for m in models.values():
                 m.to(dev)
             cache = BackboneCache(wd, dev, amp)
@@ -467,6 +475,7 @@ def run_bench(
             "batch_sizes": [int(b) for b in batch_sizes],
             "threads": thread_list,
             "backends": list(backends),
+            "encoder": encoder,
             "device": device,
             "amp": amp,
             "precisions": precisions,

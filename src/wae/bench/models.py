@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..errors import WAEError
 
 __all__ = ["MODELS", "QUICK_BACKBONE", "BenchError", "build_models"]
@@ -25,8 +26,10 @@ def build_models(
     input_size: int | None = None,
     num_classes: int | None = None,
     in_chans: int | None = None,
+    encoder: str = DEFAULT_ENCODER,
 ) -> tuple[dict[str, nn.Module], dict[str, Any]]:
-    """The full / half / wae trio (fresh weights, eval mode) and their input description.
+    """The full / half / wae trio (fresh weights, eval mode) and their input description;
+    the WAE with the encoder `encoder` (:mod:`wae.encoders`).
 
     A backbone with registered models (``vgg16`` -> vgg16_full, vgg16_half, wae_vgg16;
     ``resnet50``; ``small_vgg_28``; ``small_vgg_32``) uses them; any other name goes through
@@ -34,6 +37,7 @@ def build_models(
     """
     from ..models import PlainNet, WAENet, create_model, is_model, model_cfg
 
+    check_encoder(encoder)
     names = {"full": f"{backbone}_full", "half": f"{backbone}_half", "wae": f"wae_{backbone}"}
     kw: dict[str, Any] = {}
     if num_classes is not None:
@@ -47,7 +51,7 @@ def build_models(
         models = {
             "full": create_model(names["full"], **kw),
             "half": create_model(names["half"], **kw),
-            "wae": create_model(names["wae"], input_size=size, **kw),
+            "wae": create_model(names["wae"], input_size=size, encoder=encoder, **kw),
         }
         k = num_classes if num_classes is not None else cfg["num_classes"]
     else:
@@ -59,7 +63,7 @@ def build_models(
             models = {
                 "full": PlainNet.from_backbone(backbone, **common),
                 "half": PlainNet.from_backbone(backbone, half=True, **common),
-                "wae": WAENet.from_backbone(backbone, input_size=size, **common),
+                "wae": WAENet.from_backbone(backbone, input_size=size, encoder=encoder, **common),
             }
         except WAEError:
             raise
@@ -69,4 +73,5 @@ def build_models(
         "input_size": size,
         "in_chans": chans,
         "num_classes": k,
+        "encoder": encoder,
     }

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import cost
+from ..encoders import DEFAULT_ENCODER
 from ..export import export_module, onnx_session
 from ..models import WAENet
 from ..optimize import WAEInference, optimize_for_inference
@@ -214,12 +215,14 @@ def time_parts(
     warmup: int = 2,
     workdir: str | os.PathLike[str] | None = None,
     precision: str = "fp32",
+    encoder: str = DEFAULT_ENCODER,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Where WAE's time goes: each part of WAE (encoder, I_L net, I_H net, heads) timed
     alone, before and after optimize_for_inference, in PyTorch (channels_last / optimized)
     and ONNX Runtime (ort / ort_optimized), next to its share of the MACs; with `precision`
-    "bf16" also the PyTorch variants cast to bf16 (parts fed bf16 inputs).
+    "bf16" also the PyTorch variants cast to bf16 (parts fed bf16 inputs). The WAE has the
+    encoder `encoder` (:mod:`wae.encoders`), timed as its "encoder" part.
 
     "layout conversions" is the time spent copying between memory formats inside the whole
     model (PyTorch: aten::copy_; ONNX Runtime: its Reorder nodes), "glue" is whole minus the
@@ -234,8 +237,9 @@ def time_parts(
         min_run_time=min_run_time,
         rounds=rounds,
         warmup=warmup,
+        encoder=encoder,
     )[0][0]
-    models, info = build_models(backbone, input_size=input_size)
+    models, info = build_models(backbone, input_size=input_size, encoder=encoder)
     wae = models["wae"]
     del models
     x = torch.rand(batch_size, info["in_chans"], info["input_size"], info["input_size"])
@@ -262,6 +266,7 @@ def time_parts(
     }
     return {
         "backbone": backbone,
+        "encoder": encoder,
         "input_size": info["input_size"],
         "batch_size": batch_size,
         "threads": n_threads,
@@ -279,7 +284,8 @@ def format_parts_markdown(result: Mapping[str, Any]) -> str:
     variants = list(result["parts"])
     rows = [*PARTS, "glue", "layout conversions", "whole"]
     lines = [
-        f"## Where WAE-{result['backbone']}'s time goes: {result['input_size']}x"
+        f"## Where WAE-{result['backbone']}'s time goes ({result.get('encoder', 'paper')} "
+        f"encoder): {result['input_size']}x"
         f"{result['input_size']}, batch {result['batch_size']}, threads {result['threads']}",
         "",
         f"CPU: {result['machine']['cpu_model']}; load average before {result['load_avg_before']},"

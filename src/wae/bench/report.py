@@ -52,6 +52,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         f"{settings['warmup']} warm-up calls; device {settings['device']}"
         + (", AMP" if settings.get("amp") else "")
         + f"; precisions {', '.join(settings.get('precisions', ['fp32']))}",
+        f"- WAE's encoder: {settings.get('encoder', 'paper')}",
         "- speed-up = full-resolution network's best backend / WAE's best backend (medians)",
         "",
     ]

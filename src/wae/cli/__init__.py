@@ -134,6 +134,20 @@ def add_allow_code_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup
     )
 
 
+def add_encoder_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--encoder NAME`` into ``args.encoder``: the WAE's encoder by name, checked by the
+    library (wae.encoders) before any work, so an unknown name is a one-paragraph error."""
+    from ..encoders import DEFAULT_ENCODER, ENCODERS
+
+    p.add_argument(
+        "--encoder",
+        default=DEFAULT_ENCODER,
+        metavar="NAME",
+        help="the WAE's encoder by name; "
+        + "; ".join(f"{name}: {cls.summary}" for name, cls in ENCODERS.items()),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wae",

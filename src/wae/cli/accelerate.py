@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..accelerate import accelerate, format_results
-from . import add_allow_code_argument, add_command, add_set_argument
+from . import add_allow_code_argument, add_command, add_encoder_argument, add_set_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "    --data /data/my_imagefolder --input-size 224 -o runs/fast",
             "wae accelerate --checkpoint runs/full/final -o runs/fast "
             "--set stages.classifier.epochs=20",
+            "wae accelerate --checkpoint runs/full/final -o runs/fast-light --encoder light",
         ],
     )
     src = p.add_argument_group("the trained network (one of)")
@@ -47,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_allow_code_argument(src)
     p.add_argument("--output", "-o", required=True, help="where everything is written")
     add_set_argument(p, help="override values of the students' config (as wae train --set)")
+    add_encoder_argument(p)
     p.add_argument("--no-half", action="store_true", help="skip the I_R + KD alternative")
     p.add_argument("--force", action="store_true", help="train even if WAE cannot pay off")
     p.add_argument("--overwrite", action="store_true", help="retrain (old runs moved aside)")
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         latency_batch=args.latency_batch,
         threads=args.threads,
         min_run_time=0.3 if args.quick else 2.0,
+        encoder=args.encoder,
     )
     print()
     print(format_results(results))

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import bench
 from ..precision import INFERENCE_PRECISIONS
-from . import CommandHelpFormatter
+from . import CommandHelpFormatter, add_encoder_argument
 
 #: --quick: tiny models, one thread, very short timing (a smoke run for CI, < 1 min).
 QUICK = {
@@ -57,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  wae bench --backbone vgg16 --batch-size 1 --threads 2 --name vgg16-b1\n"
             "  wae bench --parts --batch-size 1       # where WAE's time goes, per part\n"
             "  wae bench --backbone vgg16 --threads 2 --precision fp32 bf16 int8\n"
+            "  wae bench --backbone resnet50 --encoder light --batch-size 1 --threads 2\n"
             "  wae bench --quick --output-dir benchmarks/results --name quick"
         ),
         formatter_class=CommandHelpFormatter,
@@ -88,6 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ONNX Runtime QDQ and OpenVINO NNCF static quantization",
     )
     p.add_argument("--num-classes", type=int, default=None, help="default: the models' (1000)")
+    add_encoder_argument(p)
     p.add_argument(
         "--min-run-time", type=float, default=None, help="seconds per candidate (default: 2)"
     )
@@ -147,6 +149,7 @@ def _check(args: argparse.Namespace, s: dict[str, Any], stem: str) -> list[Path]
         rounds=s["rounds"],
         warmup=s["warmup"],
         precisions=s["precision"],
+        encoder=args.encoder,
     )
     if args.parts:
         bench.part_precision(s["precision"])
@@ -171,6 +174,7 @@ def _measure(args: argparse.Namespace, s: dict[str, Any]) -> tuple[dict[str, Any
                 rounds=s["rounds"],
                 warmup=s["warmup"],
                 precision=bench.part_precision(s["precision"]),
+                encoder=args.encoder,
                 log=_log,
             )
             for backbone in s["backbone"]
@@ -191,6 +195,7 @@ def _measure(args: argparse.Namespace, s: dict[str, Any]) -> tuple[dict[str, Any
         min_run_time=s["min_run_time"],
         rounds=s["rounds"],
         warmup=s["warmup"],
+        encoder=args.encoder,
         log=_log,
     )
     return doc, bench.format_markdown(doc)

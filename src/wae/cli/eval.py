@@ -32,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         default=None,
-        help="fashion-mnist, cifar10, cifar100, skimage-textures[-P] or an ImageFolder path "
-        "(default: the dataset the checkpoint was trained on)",
+        help="fashion-mnist, cifar10, cifar100, skimage-textures[-P], fonts[-S] or an "
+        "ImageFolder path (default: the dataset the checkpoint was trained on)",
     )
     p.add_argument(
         "--data-dir",

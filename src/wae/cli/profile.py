@@ -13,7 +13,7 @@ import json
 import sys
 import warnings
 
-from . import CommandHelpFormatter
+from . import CommandHelpFormatter, add_encoder_argument
 
 _DESCRIPTION = """\
 Build one backbone three ways, freshly initialised (no training needed): at full resolution,
@@ -29,6 +29,7 @@ examples:
   wae profile --backbone resnet50 --threads 1 --batch-size 8
   wae profile --backbone small_vgg --input-size 28 --in-chans 1 --num-classes 10 --no-latency
   wae profile --backbone timm:resnet18 --json > profile.json
+  wae profile --backbone timm:mobilenetv3_large_100 --encoder light --no-latency
 
 The same from Python: print(wae.profile(net, 224, baselines=True)) for a WAENet `net`, or
 print(wae.cost.compare_baselines("vgg16", 224)).
@@ -52,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--input-size", type=int, default=224, help="image height = width (default: %(default)s)"
     )
     p.add_argument("--in-chans", type=int, default=3, help="image channels (default: %(default)s)")
+    add_encoder_argument(p)
     p.add_argument(
         "--num-classes", type=int, default=1000, help="classifier outputs (default: %(default)s)"
     )
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             in_chans=args.in_chans,
             batch_size=args.batch_size,
             device=args.device,
+            encoder=args.encoder,
             latency=not args.no_latency,
             threads=args.threads,
             memory_format=args.memory_format,

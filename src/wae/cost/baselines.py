@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..errors import WAEError
 from ..models import PlainNet, WAENet
 from ..runtime import check_device, is_out_of_memory
 from . import payoff as _payoff
 from ._common import MeasureError, check_timing
 from .ops import PartsSpec
-from .payoff import Payoff, warn_payoff
+from .payoff import Payoff, alternative_encoders, warn_payoff
 from .profiling import Comparison, compare, input_shape
 from .report import format_table
 
@@ -59,13 +60,16 @@ class BaselineComparison(Comparison):
         per_image = 1 / shape[0]
         full, wae = profiles["baseline"].macs * per_image, profiles["wae"].macs * per_image
         encoder = profiles["wae"].ops.parts.get("encoder")
+        name, size = self.get("encoder"), (shape[2], shape[3])
         return Payoff(
             full_macs=full,
             wae_macs=wae,
             ratio=full / wae if wae > 0 else float("inf"),
-            input_size=(shape[2], shape[3]),
+            input_size=size,
             encoder_macs=encoder.macs * per_image if encoder is not None else None,
             backbone=self.get("backbone"),
+            encoder=name,
+            alternatives=alternative_encoders(name, shape[1], size),
         )
 
     def summary(self) -> str:
@@ -74,7 +78,9 @@ class BaselineComparison(Comparison):
         mr, sp = self["mac_ratio"]["wae"], self["speedup"]["wae"]
         payoff = self.payoff
         return (
-            "WAE vs full resolution: MAC ratio "
+            "WAE"
+            + (f" ({self['encoder']} encoder)" if self.get("encoder") else "")
+            + " vs full resolution: MAC ratio "
             + (f"{mr:.2f}x" if mr is not None else "-")
             + ", measured speed-up "
             + (f"{sp:.2f}x" if sp is not None else "not measured")
@@ -89,6 +95,7 @@ class BaselineComparison(Comparison):
         doc: dict[str, Any] = {name: _entry(p) for name, p in out["profiles"].items()}
         doc.update(
             backbone=self.get("backbone"),
+            encoder=self.get("encoder"),
             speedup=self["speedup"]["wae"],
             mac_ratio=self["mac_ratio"]["wae"],
             paper_bound=PAPER_BOUND,
@@ -119,11 +126,13 @@ def _entry(p: dict) -> dict:
     }
 
 
-def _build(slot: str, backbone: str, input_size: Any, kwargs: dict[str, Any]) -> nn.Module:
+def _build(
+    slot: str, backbone: str, input_size: Any, kwargs: dict[str, Any], encoder: str
+) -> nn.Module:
     if slot == "wae":
         # The pay-off is judged from the comparison's own counts (compare_baselines).
         net: nn.Module = WAENet.from_backbone(
-            backbone, input_size=input_size, check_payoff=False, **kwargs
+            backbone, input_size=input_size, encoder=encoder, check_payoff=False, **kwargs
         )
     else:
         net = PlainNet.from_backbone(backbone, half=slot == "half_res", **kwargs)
@@ -136,16 +145,22 @@ def build_baselines(
     num_classes: int = 1000,
     in_chans: int = 3,
     input_size: int | Sequence[int] = 224,
+    encoder: str = DEFAULT_ENCODER,
     **backbone_kwargs: Any,
 ) -> dict[str, nn.Module]:
-    """The three models `wae profile` compares, freshly initialised, in eval mode."""
+    """The three models `wae profile` compares, freshly initialised, in eval mode; the WAE
+    with the encoder `encoder` (:mod:`wae.encoders`)."""
+    check_encoder(encoder)  # before the (possibly slow) builds
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)
-    return {slot: _build(slot, backbone, input_size, kwargs) for slot in SLOTS}
+    return {slot: _build(slot, backbone, input_size, kwargs, encoder) for slot in SLOTS}
 
 
-def _around(model: nn.Module, input_size: Any) -> tuple[dict[str, nn.Module], str, str]:
+def _around(
+    model: nn.Module, input_size: Any, encoder: str | None
+) -> tuple[dict[str, nn.Module], str, str]:
     """The trio around a WAENet or PlainNet built from a backbone name: (models, backbone,
-    the model's own slot). The other two are built from the model's spec."""
+    the model's own slot). The other two are built from the model's spec (a PlainNet's WAE
+    with `encoder`, by default the default one)."""
     spec = getattr(model, "wae_spec", None)
     if not isinstance(model, (WAENet, PlainNet)) or not spec:
         raise WAEError(
@@ -156,8 +171,16 @@ def _around(model: nn.Module, input_size: Any) -> tuple[dict[str, nn.Module], st
         )
     slot = "wae" if isinstance(model, WAENet) else "half_res" if model.half else "baseline"
     kwargs = {k: v for k, v in spec["kwargs"].items() if k not in _OWN_KEYS}
+    own = spec["kwargs"].get("encoder", DEFAULT_ENCODER) if slot == "wae" else None
+    if own is not None and encoder not in (None, own):
+        raise WAEError(
+            f"This WAENet has the encoder {own!r}; encoder={encoder!r} cannot apply to it. "
+            f"Leave encoder out, or pass the backbone's name to build the trio with it."
+        )
+    encoder = own or encoder or DEFAULT_ENCODER
     models = {
-        s: model if s == slot else _build(s, spec["backbone"], input_size, kwargs) for s in SLOTS
+        s: model if s == slot else _build(s, spec["backbone"], input_size, kwargs, encoder)
+        for s in SLOTS
     }
     return models, spec["backbone"], slot
 
@@ -199,6 +222,7 @@ def compare_baselines(
     batch_size: int = 1,
     parts: PartsSpec | None = None,
     device: str | torch.device | None = None,
+    encoder: str | None = None,
     **compare_kwargs: Any,
 ) -> BaselineComparison:
     """Profile a backbone at full resolution, at half resolution and inside WAE, interleaved.
@@ -207,6 +231,8 @@ def compare_baselines(
     which all three are built with ``num_classes`` and ``in_chans`` (default 3); or a
     WAENet/PlainNet built from one, which takes its own place in the trio while the other two
     follow its spec (``num_classes`` is then unused, ``in_chans`` defaults to the model's).
+    ``encoder``: the WAE's encoder by name (:mod:`wae.encoders`; default "paper"; a given
+    WAENet keeps its own).
     ``parts`` regroups the WAE's (or the given model's) cost breakdown. Models built here are
     moved to ``device``. ``compare_kwargs`` go to :func:`compare` (``latency``, ``threads``,
     ``memory_format``, ``min_run_time``, ``rounds``, ...); the reference is ``"baseline"``.
@@ -217,15 +243,21 @@ def compare_baselines(
         in_chans = 3 if isinstance(model, str) else getattr(model, "in_chans", 3)
     shape = input_shape(input_size, batch_size, in_chans)
     device = _check_settings(num_classes, device, compare_kwargs)
+    if encoder is not None:
+        check_encoder(encoder)
     with _advise_on_oom(model if isinstance(model, str) else type(model).__name__, shape):
         if isinstance(model, str):
             backbone, slot = model, "wae"
             models = build_baselines(
-                model, num_classes=num_classes, in_chans=in_chans, input_size=input_size
+                model,
+                num_classes=num_classes,
+                in_chans=in_chans,
+                input_size=input_size,
+                encoder=encoder or DEFAULT_ENCODER,
             )
             given = None
         else:
-            models, backbone, slot = _around(model, input_size)
+            models, backbone, slot = _around(model, input_size, encoder)
             given = model
         if device is not None:
             for m in models.values():
@@ -241,6 +273,7 @@ def compare_baselines(
             reference="baseline",
             **compare_kwargs,
         )
-    comparison = BaselineComparison(result, backbone=backbone)
+    name = getattr(models["wae"].wae, "encoder_name", None)  # None: not a learned encoder
+    comparison = BaselineComparison(result, backbone=backbone, encoder=name)
     warn_payoff(comparison.payoff)
     return comparison

@@ -1,11 +1,13 @@
 """Does WAE pay off for this network? The MAC ratio full / WAE, checked before any training.
 
-The WAE encoder costs a fixed ~0.26 GMACs per 224x224 image (three 16-channel 3x3 convs at
-full resolution), and the I_H branch adds ~1/64 of the backbone. That is small next to VGG16
-(15.5 GMACs: WAE is ~3.5x cheaper) or ResNet-50 (~2.9x), but it is more than all of
+The paper's encoder costs a fixed ~0.26 GMACs per 224x224 image (three 16-channel 3x3 convs
+at full resolution), and the I_H branch adds ~1/64 of the backbone. That is small next to
+VGG16 (15.5 GMACs: WAE is ~3.5x cheaper) or ResNet-50 (~2.9x), but it is more than all of
 MobileNetV3-Large: wrapped in WAE, such a network costs *more* than it did. Below
 :data:`PAYOFF_MIN_RATIO` (1.5x on MACs, which rarely becomes a real speed-up) the library warns
-with a :class:`PayoffWarning`.
+with a :class:`PayoffWarning`. The check counts the WAE's own encoder (whichever of
+:mod:`wae.encoders` it has) and, for every other registered encoder, the ratio the same WAE
+would have with it: the message says whether another encoder (the light one) would pay off.
 
 Counting reuses :func:`~wae.cost.ops.count_ops` (FlopCounterMode) on ``meta`` tensors: the
 model's parameters and buffers are swapped for storage-less copies with
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,6 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..autoencoder import WaveletAutoEncoder
+from ..encoders import build_encoder, encoder_names
 from ..models.wae_net import _pair
 from ._common import resolve_device
 from .ops import count_ops
@@ -34,7 +37,14 @@ if TYPE_CHECKING:
 
     from ..models import WAENet
 
-__all__ = ["PAYOFF_MIN_RATIO", "Payoff", "PayoffWarning", "check_payoff", "mac_payoff"]
+__all__ = [
+    "PAYOFF_MIN_RATIO",
+    "Payoff",
+    "PayoffWarning",
+    "alternative_encoders",
+    "check_payoff",
+    "mac_payoff",
+]
 
 #: The smallest MAC ratio (full network / WAE network) at which WAE is worth training.
 PAYOFF_MIN_RATIO = 1.5
@@ -49,7 +59,10 @@ class Payoff:
     """MACs per image of the full-resolution network and of its WAE version.
 
     ``ratio`` is ``full_macs / wae_macs`` (how many times cheaper WAE is on MACs);
-    ``encoder_macs`` is the WAE encoder's share of ``wae_macs`` (None when not counted).
+    ``encoder_macs`` is the WAE encoder's share of ``wae_macs`` (None when not counted);
+    ``encoder`` its name in :mod:`wae.encoders` (None: not a learned encoder);
+    ``alternatives`` the MACs of every other registered encoder at this size (see
+    :meth:`ratio_with`).
     """
 
     full_macs: float
@@ -58,6 +71,13 @@ class Payoff:
     input_size: tuple[int, int]
     encoder_macs: float | None = None
     backbone: str | None = None
+    encoder: str | None = None
+    alternatives: dict[str, float] = field(default_factory=dict)
+
+    def ratio_with(self, encoder: str) -> float:
+        """The MAC ratio the same WAE would have with the encoder `encoder` (an alternative)."""
+        wae = self.wae_macs - (self.encoder_macs or 0.0) + self.alternatives[encoder]
+        return self.full_macs / wae if wae > 0 else float("inf")
 
     @property
     def pays_off(self) -> bool:
@@ -73,8 +93,8 @@ class Payoff:
             return (
                 f"WAE pays off on MACs: at {size} the full network costs {full} and its WAE "
                 f"version {wae}{enc}, a MAC ratio (full / WAE) of {ratio} (at least "
-                f"{PAYOFF_MIN_RATIO:g}x). MACs are not latency: measure the speed-up with "
-                f"`wae profile`."
+                f"{PAYOFF_MIN_RATIO:g}x).{self._alternative()} MACs are not latency: measure "
+                f"the speed-up with `wae profile`."
             )
         if self.encoder_macs:
             cost = (
@@ -88,21 +108,52 @@ class Payoff:
             compare = f"`wae profile --backbone {self.backbone}`"
         else:
             half, compare = "PlainNet(net, half=True)", "`wae profile --backbone <name>`"
+        alt = self._alternative()
         return (
             f"WAE will not make this network faster: {cost}, a MAC ratio (full / WAE) of "
             f"{ratio}, below the {PAYOFF_MIN_RATIO:g}x WAE needs to pay for its encoder and I_H "
-            f"branch. The encoder costs a fixed ~0.26 GMACs per 224x224 image and grows with "
-            f"the pixel count like the network does, so WAE pays off only on large backbones "
-            f"(VGG16 ~3.5x, ResNet-50 ~2.9x, ResNet-18 ~2.3x). Accelerate a larger backbone, or "
-            f"run this network on the image resized to half size ({half}: about 1/4 of the "
-            f"MACs, no encoder). Compare the three with {compare}. "
-            f"(WAENet.from_backbone(..., check_payoff=False) skips this check.)"
+            f"branch.{alt} {'Otherwise: t' if alt else 'T'}he encoder grows with the pixel count "
+            f"like the network does, so WAE pays off on large backbones (with the paper's "
+            f"encoder, ~0.26 GMACs per 224x224 image: VGG16 ~3.5x, ResNet-50 ~2.9x, ResNet-18 "
+            f"~2.3x); accelerate a larger backbone, or run this network on the image resized to "
+            f"half size ({half}: about 1/4 of the MACs, no encoder). Compare them with "
+            f"{compare}. (WAENet.from_backbone(..., check_payoff=False) skips this check.)"
         )
 
+    def _alternative(self) -> str:
+        """A sentence on the best other encoder, when it would change the verdict or the
+        ratio for the better; empty otherwise."""
+        if not self.alternatives:
+            return ""
+        name = max(self.alternatives, key=self.ratio_with)
+        r = self.ratio_with(name)
+        if r <= self.ratio:
+            return ""
+        profile = f"`wae profile --backbone {self.backbone or '<name>'} --encoder {name}`"
+        costs = f"that encoder costs {_fmt(self.alternatives[name])} here"
+        if self.pays_off:
+            return f" With encoder={name!r} the MAC ratio would be {r:.2f}x ({costs})."
+        if r >= PAYOFF_MIN_RATIO:
+            return (
+                f" With encoder={name!r} it would pay off: {costs}, for a MAC ratio of {r:.2f}x "
+                f"(WAENet.from_backbone(..., encoder={name!r}); {profile})."
+            )
+        return f" Nor would encoder={name!r} ({costs}, a MAC ratio of {r:.2f}x)."
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the fields, ``min_ratio``, ``pays_off`` and ``message``."""
+        """JSON-ready: the fields, ``min_ratio``, ``pays_off`` and ``message``;
+        ``alternatives`` maps each other encoder to its ``encoder_macs``, ``ratio`` and
+        ``pays_off``."""
         d = dataclasses.asdict(self)
         d["input_size"] = list(self.input_size)
+        d["alternatives"] = {
+            name: {
+                "encoder_macs": macs,
+                "ratio": self.ratio_with(name),
+                "pays_off": self.ratio_with(name) >= PAYOFF_MIN_RATIO,
+            }
+            for name, macs in self.alternatives.items()
+        }
         d.update(min_ratio=PAYOFF_MIN_RATIO, pays_off=self.pays_off, message=self.message())
         return d
 
@@ -141,6 +192,23 @@ def _macs(module: nn.Module, shape: Sequence[int], **kwargs: Any) -> float:
         return count_ops(_Run(module, kwargs, meta=False), x).macs
 
 
+def alternative_encoders(
+    encoder: str | None, in_chans: int, size: tuple[int, int]
+) -> dict[str, float]:
+    """MACs per image of every registered encoder other than `encoder` (the WAE's own, by
+    name; None: not a learned encoder, no alternatives) for `in_chans`-channel images of
+    `size`. Built on meta with the RNG untouched: checking never changes a seeded run."""
+    if encoder is None:
+        return {}
+    out = {}
+    for name in encoder_names():
+        if name != encoder:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                enc = build_encoder(name, in_chans)
+            out[name] = _macs(enc, (1, in_chans, *size))
+    return out
+
+
 def mac_payoff(
     student: WAENet,
     full: nn.Module | None = None,
@@ -170,6 +238,7 @@ def mac_payoff(
         full_macs = _macs(student.low_net, (1, low_chans, *size))
         full_macs += _macs(student.head_low, (1, student.low_features, *maps))
     spec = getattr(student, "wae_spec", None) or {}
+    encoder = getattr(student.wae, "encoder_name", None)  # a WaveletAutoEncoder's
     return Payoff(
         full_macs=full_macs,
         wae_macs=wae_macs,
@@ -177,6 +246,8 @@ def mac_payoff(
         input_size=size,
         encoder_macs=encoder_macs,
         backbone=spec.get("backbone") if isinstance(spec.get("backbone"), str) else None,
+        encoder=encoder,
+        alternatives=alternative_encoders(encoder, chans, size),
     )
 
 

@@ -1,6 +1,6 @@
 """Data layer: datasets, transforms and loaders for training and evaluating WAE models.
 
-One entry point, :func:`build_dataset`, covers four sources:
+One entry point, :func:`build_dataset`, covers five sources:
 
 * ``"fashion-mnist"`` (the embedded default): read straight from its four IDX files
   (:func:`read_idx`). Default location ``/usr/share/datasets/fashion-mnist`` (Debian package
@@ -10,6 +10,8 @@ One entry point, :func:`build_dataset`, covers four sources:
   the same way.
 * ``"skimage-textures"``: grey texture patches cut from the photos scikit-image bundles
   (``textures``), built in seconds, identical on every machine.
+* ``"fonts"``: font identification, letter strings rendered in the TrueType faces matplotlib
+  ships (``fonts``), built in seconds, identical wherever Pillow and FreeType are.
 * any directory in ImageFolder layout (``root/<class>/<image>``, optionally with
   ``root/train`` and ``root/val``), e.g. ImageNet or face-identity folders.
 
@@ -31,10 +33,12 @@ Modules, one concern each: ``errors`` (DataError/DataWarning), ``idx`` (IDX file
 Fashion-MNIST/CIFAR splits), ``folders`` (ImageFolder trees), ``transforms`` (resize/crop/flip,
 channel stats), ``splits`` (balanced subsets, stratified splits), ``datasets``
 (:func:`build_dataset`, :class:`LabeledDataset`), ``loaders`` (seeded DataLoaders),
-``textures`` (skimage-textures), ``cues`` (the trivial-cue baseline: brightness and contrast).
+``seeded`` (integer random streams), ``textures`` (skimage-textures), ``fonts`` (font
+identification), ``generated`` (both by name, and as an ImageFolder), ``cues`` (the trivial-cue
+baseline: brightness, contrast, ink).
 """
 
-from .cues import trivial_cue_accuracy
+from .cues import CUE_FEATURES, trivial_cue_accuracy
 from .datasets import DatasetInfo, LabeledDataset, Split, build_dataset
 from .errors import DataError, DataWarning
 from .folders import FOLDER_VAL_FRACTION, ImageFolderSource
@@ -54,6 +58,7 @@ from .transforms import (
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "CUE_FEATURES",
     "DATA_DIR_ENV",
     "DEFAULT_CACHE_DIR",
     "DEFAULT_FASHION_MNIST_DIR",

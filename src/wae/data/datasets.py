@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from .errors import SKIP_BAD_HINT, DataError, DataWarning, fail_if
 from .folders import ImageFolderSource, folder_source
+from .generated import GENERATED_NAMES, generated_stats, parse_generated
 from .locate import resolve_dir
 from .sources import (
     FASHION_MNIST_SIZE,
@@ -27,7 +28,6 @@ from .sources import (
     fashion_mnist_source,
 )
 from .splits import balanced_subset
-from .textures import parse_textures_name, textures_source, textures_stats
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -208,25 +208,26 @@ def _open_source(
     if key in ("cifar10", "cifar100"):
         source, root = cifar_source(key, split, resolve_dir(data_dir), download)
         return key, source, root, None
-    if tex := parse_textures_name(raw_name):
-        source, root = textures_source(tex, split)
-        return tex.name, source, root, None
+    if gen := parse_generated(raw_name):
+        source, root = gen.source(split)
+        return gen.name, source, root, None
     path = Path(raw_name).expanduser()
     if not path.exists() and os.sep not in raw_name and "/" not in raw_name:
         raise DataError(
             f"Unknown dataset {raw_name!r}: not one of fashion-mnist, cifar10, cifar100, "
-            f"skimage-textures, and no directory of that name exists. Pass a known name or the "
-            f"path of an ImageFolder tree (root/<class>/<image>)."
+            f"{', '.join(GENERATED_NAMES)}, and no directory of that name exists. Pass a known "
+            f"name or the path of an ImageFolder tree (root/<class>/<image>)."
         )
     source, indices = folder_source(path, split, in_chans or 3, seed)
     return "folder", source, str(path), indices
 
 
 def _spec(key: str) -> tuple[tuple[float, ...], tuple[float, ...], int | None, int, int]:
-    """``_SPECS[key]``; a skimage-textures key's from its build (native size: the patch;
-    no zero-padded crop, its train patches are already random windows)."""
-    if tex := parse_textures_name(key):
-        return (*textures_stats(tex), tex.patch, 0, 1)
+    """``_SPECS[key]``; a generated dataset's (skimage-textures, fonts) from its build (native
+    size: its image size; no zero-padded crop: its train images are already random windows or
+    placements)."""
+    if gen := parse_generated(key):
+        return (*generated_stats(gen), gen.image_size, 0, 1)
     return _SPECS[key]
 
 
@@ -282,18 +283,19 @@ def build_dataset(
     download: bool = False,
 ) -> LabeledDataset:
     """Build a dataset by name (``"fashion-mnist"``, ``"cifar10"``, ``"cifar100"``,
-    ``"skimage-textures[-<patch>][-raw]"``: :mod:`.textures`) or path.
+    ``"skimage-textures[-<patch>][-raw]"``: :mod:`.textures`, ``"fonts[-<size>]"``:
+    :mod:`.fonts`) or path.
 
     A path is an ImageFolder tree: ``root/<class>/<image>``, or with split folders
-    ``root/{train,val[,test]}/<class>/<image>``. Splits: Fashion-MNIST, CIFAR and
-    skimage-textures have an official train and test set, and ``"val"`` means the test set (as
-    ImageNet's val set is the paper's test set); use :func:`train_val_split` to hold out part
-    of train instead. A tree with only one held-out folder serves it for both val and test; a
-    tree without split folders holds out a seeded 10% per class as val/test.
+    ``root/{train,val[,test]}/<class>/<image>``. Splits: Fashion-MNIST, CIFAR,
+    skimage-textures and fonts have an official train and test set, and ``"val"`` means the
+    test set (as ImageNet's val set is the paper's test set); use :func:`train_val_split` to
+    hold out part of train instead. A tree with only one held-out folder serves it for both
+    val and test; a tree without split folders holds out a seeded 10% per class as val/test.
 
-    Defaults: ``input_size`` is 28 (Fashion-MNIST), 32 (CIFAR), the patch (skimage-textures)
-    or 224 (folders); ``in_chans`` is
-    the dataset's own (1 for Fashion-MNIST, 3 otherwise); a mismatch converts images with a
+    Defaults: ``input_size`` is 28 (Fashion-MNIST), 32 (CIFAR), the image size
+    (skimage-textures, fonts) or 224 (folders); ``in_chans`` is the dataset's own (1 for
+    Fashion-MNIST and the generated datasets, 3 otherwise); a mismatch converts images with a
     :class:`DataWarning`. Augmentation is used for ``split="train"`` when ``train_transforms``.
     ``subset`` keeps a seeded, class-balanced choice of that many images.
 

@@ -68,19 +68,15 @@ give its photo away: see :func:`wae.data.cues.trivial_cue_accuracy`.
 from __future__ import annotations
 
 import hashlib
-import math
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .errors import DataError, fail_if
+from .seeded import keyed_stream
 from .sources import TensorImageSource
 
 __all__ = [
@@ -91,8 +87,6 @@ __all__ = [
     "TextureSplit",
     "build_textures",
     "parse_textures_name",
-    "textures_source",
-    "write_image_folder",
 ]
 
 TEXTURES_NAME = "skimage-textures"
@@ -125,7 +119,6 @@ DEFAULT_CLASSES = (
 )
 DEFAULT_PATCH = 64
 _NORM_MEAN, _NORM_STD = 128, 40  # grey levels of a normalised patch: +-3.2 std fit in 0..255
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -169,6 +162,20 @@ class TextureSpec:
         """The dataset name of this spec (the same for every ``train_per_class`` and seed)."""
         base = f"{TEXTURES_NAME}-{self.patch}" + ("" if self.normalize else "-raw")
         return base if self.classes == DEFAULT_CLASSES else f"{base}:{'+'.join(self.classes)}"
+
+    @property
+    def image_size(self) -> int:
+        return self.patch
+
+    def source(self, split: str) -> tuple[TensorImageSource, str]:
+        """The ``split`` ("train", or "val"/"test": the test set) as a source, and its root."""
+        s = build_textures(self)["train" if split == "train" else "test"]
+        return TensorImageSource(s.images, s.targets, s.classes), f"<skimage.data: {self.name}>"
+
+    def stems(self, split: str) -> list[str]:
+        """File stems of the ``split``'s items for an ImageFolder: ``<n>_y<top>_x<left>``."""
+        positions = build_textures(self)[split].positions.tolist()
+        return [f"{i:05d}_y{top}_x{left}" for i, (top, left) in enumerate(positions)]
 
 
 @dataclass(frozen=True)
@@ -229,17 +236,6 @@ def _load_photo(name: str) -> np.ndarray:
     return grey
 
 
-def _splitmix64(seed: int) -> Iterator[int]:
-    """SplitMix64: a tiny generator defined in integers, identical in every version of every
-    library (torch's and numpy's streams are not promised to stay the same)."""
-    state = seed & _MASK64
-    while True:
-        state = (state + 0x9E3779B97F4A7C15) & _MASK64
-        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        yield z ^ (z >> 31)
-
-
 def _blocks(shape: tuple[int, int], b: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(train, test) block corners (top, left) of a centred crop of ``shape`` to whole
     ``b x b`` blocks; checkerboard: ``(row + col)`` even is train."""
@@ -264,8 +260,7 @@ def _positions(name: str, shape: tuple[int, int], spec: TextureSpec) -> tuple[li
     )
     test = [(y + i, x + j) for y, x in test_blocks for i in (0, p) for j in (0, p)]
     # One stream per (seed, photo, patch): adding or dropping a class leaves the others alone.
-    key = hashlib.sha256(f"{spec.seed}:{name}:{p}".encode()).digest()
-    rng = _splitmix64(int.from_bytes(key[:8], "little"))
+    rng = keyed_stream(spec.seed, name, p)
     train = []
     for _ in range(spec.n_train):
         y, x = train_blocks[next(rng) % len(train_blocks)]
@@ -313,46 +308,4 @@ def build_textures(spec: TextureSpec = TextureSpec()) -> dict[str, TextureSplit]
             positions=torch.tensor([pos for _, c, _ in items for pos in c], dtype=torch.int64),
             classes=spec.classes,
         )
-    return out
-
-
-def textures_source(spec: TextureSpec, split: str) -> tuple[TensorImageSource, str]:
-    """The ``split`` ("train", or "val"/"test": the test set) as a source, and its root."""
-    s = build_textures(spec)["train" if split == "train" else "test"]
-    return TensorImageSource(s.images, s.targets, s.classes), f"<skimage.data: {spec.name}>"
-
-
-@lru_cache(maxsize=4)
-def textures_stats(spec: TextureSpec) -> tuple[tuple[float], tuple[float]]:
-    """``((mean,), (std,))`` of the train set on the [0, 1] scale, from exact integer counts."""
-    counts = torch.bincount(build_textures(spec)["train"].images.flatten(), minlength=256)
-    v = torch.arange(256, dtype=torch.int64)
-    n, s, q = int(counts.sum()), int((counts * v).sum()), int((counts * v * v).sum())
-    return (s / n / 255,), (math.sqrt(max(q / n - (s / n) ** 2, 0.0)) / 255,)
-
-
-# ---------------------------------------------------------------------------------- export
-
-
-def write_image_folder(dataset_name: str, out_dir: str | os.PathLike[str]) -> Path:
-    """Write a skimage-textures dataset as ``out_dir/{train,test}/<class>/<n>_y<top>_x<left>.png``
-    (8-bit grey PNGs, readable by ``build_dataset(out_dir, ...)``); returns ``out_dir``."""
-    spec = parse_textures_name(str(dataset_name))
-    fail_if(
-        spec is None,
-        f"{dataset_name!r} is not a skimage-textures dataset name; use {TEXTURES_NAME}, "
-        f"{TEXTURES_NAME}-<patch>, either with -raw, optionally with :<photo>+<photo>+...",
-    )
-    out = Path(out_dir).expanduser()
-    fail_if(
-        out.exists() and (not out.is_dir() or any(out.iterdir())),
-        f"{out} already exists and is not an empty directory; writing the dataset there could "
-        f"mix it with other files. Pass a new or empty directory.",
-    )
-    for split, s in build_textures(spec).items():
-        for c in spec.classes:
-            (out / split / c).mkdir(parents=True, exist_ok=True)
-        for i, (top, left) in enumerate(s.positions.tolist()):
-            path = out / split / spec.classes[int(s.targets[i])] / f"{i:05d}_y{top}_x{left}.png"
-            Image.fromarray(s.images[i, 0].numpy()).save(path)
     return out

@@ -4,15 +4,17 @@ from ..autoencoder import ShapeError
 from ._backbone import BackboneError, build_classifier, build_features
 from ._registry import create_model, is_model, list_models, model_cfg, register_model
 from ._slim import quarter_width
-from .named import ARCHS, build_named, named_kind
+from .heads import ClassifierHead, LinearHead, MLPHead
+from .named import ARCHS, WAE_ONLY_KWARGS, build_named, named_kind
 from .plain import HalfResize, PlainNet
 from .pruned import pruned_net
 from .small_vgg import SmallVGG
 from .spec import SpecError
-from .wae_net import ClassifierHead, LinearHead, MLPHead, WAENet, WAENetOutput, classification_loss
+from .wae_net import WAENet, WAENetOutput, classification_loss
 
 __all__ = [
     "ARCHS",
+    "WAE_ONLY_KWARGS",
     "BackboneError",
     "ClassifierHead",
     "HalfResize",

@@ -7,6 +7,7 @@ The result carries ``wae_spec`` (how to rebuild it), so its checkpoints load fro
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -16,9 +17,14 @@ from .plain import PlainNet
 from .spec import SpecError
 from .wae_net import WAENet
 
-__all__ = ["ARCHS", "build_named", "named_kind"]
+__all__ = ["ARCHS", "WAE_ONLY_KWARGS", "build_named", "named_kind"]
 
 ARCHS = ("auto", "wae", "full", "half")
+#: Builder arguments only a WAE takes (its heads, decomposer, encoder, ...): those of
+#: WAENet.from_backbone that PlainNet.from_backbone lacks, read off their signatures.
+WAE_ONLY_KWARGS = frozenset(inspect.signature(WAENet.from_backbone).parameters) - frozenset(
+    inspect.signature(PlainNet.from_backbone).parameters
+)
 
 
 def named_kind(name: str, arch: str = "auto") -> str:

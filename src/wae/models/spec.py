@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..encoders import ENCODERS
 from ..errors import WAEError
 
 __all__ = ["SpecError", "is_factory_name", "validate_spec"]
@@ -87,6 +88,8 @@ _KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "head_hidden": (_ints(4, 1, MAX_WIDTH), f"a list of up to 4 widths from 1 to {MAX_WIDTH}"),
     "decomposer": (_one_of("wae", "encoder", "wavelet"), '"wae", "encoder" or "wavelet"'),
+    # the registry's names (absent in older checkpoints: the builders' default, "paper")
+    "encoder": (_one_of(*ENCODERS), " or ".join(f'"{n}"' for n in ENCODERS)),
     "use_high": (_one_of(True, False), "true or false"),
     "half": (_one_of(True, False), "true or false"),
     "drop_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),

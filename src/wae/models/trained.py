@@ -25,8 +25,9 @@ from ._backbone import (
     size_advice,
 )
 from ._registry import model_cfg
+from .heads import ClassifierHead, LinearHead
 from .plain import PlainNet
-from .wae_net import ClassifierHead, LinearHead, WAENet
+from .wae_net import WAENet
 
 __all__ = [
     "from_trained",

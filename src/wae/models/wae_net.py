@@ -18,7 +18,6 @@ release's fused head for s_c.
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -36,28 +35,16 @@ from ..autoencoder import (
     check_count,
     is_count,
 )
+from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..runtime import is_out_of_memory
-from ._backbone import (
-    BackboneError,
-    build_classifier,
-    build_features,
-    classifier_parts,
-    runnable_sides,
-    size_advice,
-)
+from ._backbone import BackboneError, build_classifier, build_features, runnable_sides, size_advice
 from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_S64, CFG_VGG16
 from ._registry import register_model
 from ._slim import quarter_width
+from .heads import LinearHead, MLPHead, own_classifier
 from .spec import SpecError
 
-__all__ = [
-    "WAENet",
-    "WAENetOutput",
-    "classification_loss",
-    "ClassifierHead",
-    "LinearHead",
-    "MLPHead",
-]
+__all__ = ["WAENet", "WAENetOutput", "classification_loss"]
 
 
 class WAENetOutput(NamedTuple):
@@ -68,58 +55,7 @@ class WAENetOutput(NamedTuple):
     parts: WAEOutput
 
 
-# --- blocks -----------------------------------------------------------------------------------
-
-
-class LinearHead(nn.Module):
-    """Global average pooling of each feature map, concatenated, then one linear layer:
-    (N, C_1, h, w), (N, C_2, h, w), ... -> (N, num_classes)."""
-
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_features, num_classes)
-
-    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
-        pooled = [f.mean((2, 3)) for f in feats]
-        return self.fc(self.drop(torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]))
-
-
-class MLPHead(nn.Module):
-    """The release's VGG head: feature maps concatenated along channels, flattened, then
-    fc hidden -> ReLU -> dropout -> fc hidden -> ReLU -> dropout -> fc classes."""
-
-    def __init__(
-        self, in_features: int, hidden: int, num_classes: int, drop_rate: float = 0.5
-    ) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
-        x = torch.cat(feats, 1) if len(feats) > 1 else feats[0]
-        return self.mlp(x.flatten(1))
-
-
-class ClassifierHead(nn.Module):
-    """A backbone's own classifier as s_L's head: its adaptive pooling (to the map size the
-    classifier was built for, whatever the maps' size), flattened, then the classifier:
-    (N, C, h, w) -> (N, num_classes)."""
-
-    def __init__(self, pool: nn.Module, classifier: nn.Module) -> None:
-        super().__init__()
-        self.pool = pool
-        self.classifier = classifier
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(f), 1))
+# --- losses ---------------------------------------------------------------------------------
 
 
 def classification_loss(
@@ -282,8 +218,8 @@ class WAENet(nn.Module):
         """A WAE student of the trained classifier `model`, which is left untouched: the I_L
         network is a copy of its feature extractor, s_L its classifier where the shapes allow
         (global pooling + linear; a VGG's or AlexNet's through its own adaptive pooling); the
-        I_H branch and the fusion head are fresh. See
-        :func:`wae.models.trained.from_trained`."""
+        I_H branch and the fusion head are fresh; `kwargs` go to :meth:`from_backbone` (e.g.
+        ``encoder="light"``). See :func:`wae.models.trained.from_trained`."""
         from .trained import from_trained
 
         return from_trained(model, input_size, **kwargs)
@@ -299,6 +235,7 @@ class WAENet(nn.Module):
         head: str = "auto",
         head_hidden: Sequence[int] = (1024, 2048),
         decomposer: str | nn.Module = "wae",
+        encoder: str = DEFAULT_ENCODER,
         use_high: bool = True,
         high_net: nn.Module | None = None,
         pretrained: bool = False,
@@ -313,8 +250,10 @@ class WAENet(nn.Module):
         pooling and classifier, for torchvision VGG / AlexNet; s_c: the release's fused head)
         or "auto" (vgg for VGG backbones, else linear).
         decomposer: "wae" (the paper), "encoder" (Decomposition+CNN: no decoder, no transform
-        loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. use_high=False drops the I_H
-        branch (the I_L-alone ablation). high_net overrides the automatic quarter-width copy.
+        loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. encoder: the learned
+        decomposers' encoder by name (:data:`wae.encoders.ENCODERS`): "paper" (the default) or
+        "light" (half resolution, ~50x fewer MACs). use_high=False drops the I_H branch (the
+        I_L-alone ablation). high_net overrides the automatic quarter-width copy.
         check_payoff: count the MACs of the result and of the backbone at full resolution and
         warn (:class:`wae.PayoffWarning`) if WAE is not at least 1.5x cheaper (see
         :func:`wae.cost.check_payoff`; counted on the meta device, under a second).
@@ -322,8 +261,7 @@ class WAENet(nn.Module):
         # Checked before anything is built (a backbone can take seconds).
         _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", *_HEADS))
         _pair(input_size)
-        if isinstance(decomposer, str) and decomposer not in _DECOMPOSERS:
-            _build_decomposer(decomposer, in_chans)  # raises the error naming the choices
+        _check_decomposer(decomposer, encoder)
         clf = build_classifier(
             backbone,
             num_classes=1000 if pretrained else num_classes,
@@ -332,7 +270,7 @@ class WAENet(nn.Module):
             **backbone_kwargs,
         )
         features = build_features(clf, in_chans)
-        dec = _build_decomposer(decomposer, in_chans)
+        dec = _build_decomposer(decomposer, in_chans, encoder)
         high_chans = getattr(dec, "high_chans", in_chans)
         user_high = high_net is not None  # a user's module cannot be rebuilt from a spec
         if use_high and high_net is None:
@@ -349,7 +287,7 @@ class WAENet(nn.Module):
             head_hidden=head_hidden,
             drop_rate=drop_rate,
             input_size=input_size,
-            classifier=_own_classifier(clf, num_classes) if head == "classifier" else None,
+            classifier=own_classifier(clf, num_classes) if head == "classifier" else None,
         )
         if isinstance(backbone, str) and isinstance(decomposer, str) and not user_high:
             # Enough to rebuild the architecture (checkpoints store this, not pickled code).
@@ -360,6 +298,7 @@ class WAENet(nn.Module):
                 head=head,
                 head_hidden=list(head_hidden),
                 decomposer=decomposer,
+                encoder=encoder,
                 use_high=use_high,
                 drop_rate=drop_rate,
                 **backbone_kwargs,
@@ -538,44 +477,36 @@ def _check_features(f: Any, name: str) -> None:
 _HEADS = ("linear", "vgg", "classifier")
 
 
-def _own_classifier(clf: nn.Module, num_classes: int) -> ClassifierHead:
-    """A copy of the backbone's adaptive pooling and classifier, its last linear layer
-    replaced by a fresh one when it has not `num_classes` outputs (a pretrained backbone)."""
-    parts = classifier_parts(clf)
-    if parts is None:
-        raise BackboneError(
-            f"head='classifier' reuses the backbone's own adaptive pooling and classifier, "
-            f"as torchvision's VGG and AlexNet models have them; {type(clf).__name__} is not "
-            f"one. Use head='linear' or head='vgg'."
-        )
-    head = ClassifierHead(*copy.deepcopy(parts))
-    name, last = [(n, m) for n, m in head.classifier.named_modules() if isinstance(m, nn.Linear)][
-        -1
-    ]
-    if last.out_features != num_classes:
-        parent, _, attr = name.rpartition(".")
-        fresh = nn.Linear(last.in_features, num_classes, bias=last.bias is not None)
-        setattr(head.classifier.get_submodule(parent) if parent else head.classifier, attr, fresh)
-    return head
-
-
 _DECOMPOSERS = ("wae", "encoder", "wavelet")
 
 
-def _build_decomposer(spec: str | nn.Module, in_chans: int) -> nn.Module:
+def _check_decomposer(spec: str | nn.Module, encoder: str) -> None:
+    """The decomposer and encoder names (SpecError / EncoderError), before anything is built."""
+    check_encoder(encoder)
+    if isinstance(spec, nn.Module):
+        learned = False
+    elif spec in _DECOMPOSERS:
+        learned = spec != "wavelet"
+    else:
+        raise SpecError(
+            f"decomposer must be 'wae', 'encoder', 'wavelet' or an nn.Module, got {spec!r}."
+        )
+    if encoder != DEFAULT_ENCODER and not learned:
+        what = f"decomposer={spec!r}" if isinstance(spec, str) else "a decomposer module"
+        raise SpecError(
+            f"encoder={encoder!r} chooses the encoder of the learned decomposers ('wae', "
+            f"'encoder'); {what} has none. Leave encoder out, or use decomposer='wae'."
+        )
+
+
+def _build_decomposer(spec: str | nn.Module, in_chans: int, encoder: str) -> nn.Module:
     if isinstance(spec, nn.Module):
         return spec
-    if spec == "wae":
-        return WaveletAutoEncoder(in_chans)
-    if spec == "encoder":
-        return WaveletAutoEncoder(in_chans, decoder=False)
     if spec == "wavelet":
         from ..wavelet import WaveletDecomposer
 
         return WaveletDecomposer(in_chans)
-    raise SpecError(
-        f"decomposer must be 'wae', 'encoder', 'wavelet' or an nn.Module, got {spec!r}."
-    )
+    return WaveletAutoEncoder(in_chans, decoder=spec == "wae", encoder=encoder)
 
 
 def _create_wae_net(backbone: str, cfg: dict[str, Any], **kwargs: Any) -> WAENet:

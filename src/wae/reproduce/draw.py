@@ -29,7 +29,7 @@ _MARKERS = (
 _MARKERS_BEYOND = (
     " The rows beyond the paper (distillation) have their network's latency too: the hollow "
     "magenta star of WAE + distillation surrounds the WAE's, the grey square of I_R + "
-    "distillation I_R's."
+    "distillation I_R's; the dark-red diamond is the WAE with the light encoder."
 )
 
 
@@ -197,6 +197,6 @@ def _accuracy(figs: Figures, fig_dir: Path, methods: Mapping[str, Mapping[str, A
     caption = (
         "Mean top-1 accuracy over seeds at each noise variance V (V = 0: the clean test set); "
         "markers and colours as in the latency figures, WAE w/o stage 3 dashed"
-        + ("; the rows beyond the paper (distillation) dotted." if beyond else ".")
+        + ("; the rows beyond the paper (distillation, light encoder) dotted." if beyond else ".")
     )
     figs.add("Accuracy vs noise variance (Table 7)", path, fig_dir.parent, caption)

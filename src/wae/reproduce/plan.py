@@ -339,7 +339,8 @@ def print_plan(plan: Plan, statuses: dict[str, dict[int, str]], log: Log, out: P
         log(f"{m.key:<10} {desc:<44} {cells} {plan.estimate_s.get(m.key, 0) / 60:6.1f}")
     log(
         f"{', '.join(BEYOND_KEYS)}: beyond the paper (knowledge distillation from the trained "
-        f"full network); an automatic subset is fitted to the budget without them"
+        f"full network; the light encoder); an automatic subset is fitted to the budget "
+        f"without them"
     )
     if plan.jobs > 1:
         log(f"the seeds train side by side in {plan.jobs} processes (--jobs)")

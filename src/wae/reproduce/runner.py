@@ -27,7 +27,7 @@ import torch
 from .. import __version__
 from ..checkpoint import atomic_write_json, load_model, read_meta
 from ..cost import machine_info
-from ..data import trivial_cue_accuracy
+from ..data import CUE_FEATURES, trivial_cue_accuracy
 from ..runlock import RunLock
 from ..runtime import describe_precision
 from ..train import build_datasets, rundir
@@ -206,14 +206,16 @@ def _analyse(setup: Setup, models: dict[str, Any], test: Any) -> dict[str, Any]:
     return decomposition_table(wae_s1.wae, models["wae"].wae, images)
 
 
-def _trivial_cue(setup: Setup, test: Any) -> dict[str, float]:
-    """Test top-1 of a logistic regression on each image's mean and standard deviation,
-    trained on the first seed's training images as they are (no augmentation), and chance."""
+def _trivial_cue(setup: Setup, test: Any) -> dict[str, Any]:
+    """Test top-1 of a logistic regression on each image's mean, standard deviation and ink
+    fraction, trained on the first seed's training images as they are (no augmentation),
+    chance, and the features it saw."""
     cfg = setup.seeds[setup.first].configs["wae"]
     train = build_datasets(cfg, ["train"], augment=False)["train"]
     return {
         "top1": trivial_cue_accuracy(train, test),
         "chance": 100.0 / setup.info["num_classes"],
+        "features": list(CUE_FEATURES),
     }
 
 

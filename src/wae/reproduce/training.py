@@ -54,6 +54,7 @@ TRAIN_ORDER = (
     "taylor",
     "wae_kd",
     "half_kd",
+    "wae_light",
 )
 LABELS = {m.key: m.label for m in METHODS}
 

@@ -67,7 +67,8 @@ def checkpoint_dataset(
     if not dataset:
         raise CheckpointError(
             f"The checkpoint {path} does not say which data it was trained on; pass --data "
-            f"(fashion-mnist, cifar10, cifar100, skimage-textures[-P] or an ImageFolder path)."
+            f"(fashion-mnist, cifar10, cifar100, skimage-textures[-P], fonts[-S] or an "
+            f"ImageFolder path)."
         )
     if data_dir is None and data is None:
         data_dir = data_cfg.get("data_dir")
