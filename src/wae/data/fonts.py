@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import DataError, fail_if
+from .errors import DataError, check_classes, check_side, fail_if
 from .seeded import keyed_stream
 from .sources import TensorImageSource
 
@@ -171,18 +171,9 @@ class FontSpec:
 
     def __post_init__(self) -> None:
         s = self.image_size
-        fail_if(
-            not _is_int(s) or s % 16 or not 32 <= s <= 256,
-            f"The fonts image size must be a multiple of 16 from 32 to 256, got {s!r}. Use "
-            f"e.g. {FONTS_NAME}-64 or {FONTS_NAME}-128.",
-        )
-        unknown = sorted(set(self.faces) - set(FACES))
-        fail_if(
-            bool(unknown) or len(set(self.faces)) < 2,
-            f"fonts faces must be two or more of {', '.join(DEFAULT_FACES)}; got "
-            f"{list(self.faces)} (unknown: {unknown}). Fix the face list after the colon.",
-        )
-        object.__setattr__(self, "faces", tuple(sorted(set(self.faces))))
+        check_side(s, "fonts image size", 32, 256, f"{FONTS_NAME}-64 or {FONTS_NAME}-128")
+        faces = check_classes(tuple(self.faces), DEFAULT_FACES, "fonts faces")
+        object.__setattr__(self, "faces", faces)
         for what, n in (("train", self.n_train), ("test", self.n_test)):
             fail_if(
                 not _is_int(n) or not len(self.faces) <= n <= 1_000_000,

@@ -75,7 +75,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .errors import DataError, fail_if
+from .errors import DataError, check_classes, check_side, fail_if
 from .seeded import keyed_stream
 from .sources import TensorImageSource
 
@@ -134,19 +134,15 @@ class TextureSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        p = self.patch
-        fail_if(
-            not isinstance(p, int) or p % 16 or not 32 <= p <= 128,
-            f"The skimage-textures patch size must be a multiple of 16 from 32 to 128, got "
-            f"{p!r}. Use e.g. {TEXTURES_NAME}-64 or {TEXTURES_NAME}-96.",
+        check_side(
+            self.patch,
+            "skimage-textures patch size",
+            32,
+            128,
+            f"{TEXTURES_NAME}-64 or {TEXTURES_NAME}-96",
         )
-        unknown = sorted(set(self.classes) - set(PHOTOS))
-        fail_if(
-            bool(unknown) or len(set(self.classes)) < 2,
-            f"skimage-textures classes must be two or more of {', '.join(PHOTOS)}; got "
-            f"{list(self.classes)} (unknown: {unknown}). Fix the class list after the colon.",
-        )
-        object.__setattr__(self, "classes", tuple(sorted(set(self.classes))))
+        classes = check_classes(tuple(self.classes), tuple(PHOTOS), "skimage-textures classes")
+        object.__setattr__(self, "classes", classes)
         n = self.train_per_class
         fail_if(
             n is not None and (not isinstance(n, int) or n < 1),
