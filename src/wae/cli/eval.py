@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..data import DATASET_NAMES
 from . import add_allow_code_argument, add_command
 
 _HEADS = ("average", "low", "fused")  # WAENet.HEADS, without importing torch for --help
@@ -32,8 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         default=None,
-        help="fashion-mnist, cifar10, cifar100, skimage-textures[-P], fonts[-S] or an "
-        "ImageFolder path (default: the dataset the checkpoint was trained on)",
+        help=f"{DATASET_NAMES} (default: the dataset the checkpoint was trained on)",
     )
     p.add_argument(
         "--data-dir",

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..data import DATASET_NAMES
 from . import add_allow_code_argument, add_command
 
 
@@ -68,8 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--calibration",
         default=None,
         metavar="DATA",
-        help="dataset to calibrate and check on: fashion-mnist, cifar10, cifar100, "
-        "skimage-textures[-P] or an ImageFolder path (as wae eval --data)",
+        help=f"dataset to calibrate and check on: {DATASET_NAMES} (as wae eval --data)",
     )
     int8.add_argument("--data-dir", default=None, help="where that dataset lives")
     int8.add_argument(

@@ -6,7 +6,6 @@ inside WAE ("wae"), profiled side by side. `wae profile` is this module on the c
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ from torch import nn
 
 from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..errors import WAEError
-from ..models import PlainNet, WAENet
+from ..models import OWN_KWARGS, PlainNet, WAENet
 from ..runtime import check_device, is_out_of_memory
 from . import payoff as _payoff
 from ._common import MeasureError, check_timing
@@ -35,16 +34,9 @@ _TIMING = ("threads", "min_run_time", "rounds", "warmup")
 #: The three models, in the order they are built, timed and reported.
 SLOTS = ("baseline", "half_res", "wae")
 
-# Keys of a model's `wae_spec` kwargs that only one of the two builders takes (the WAE's
-# heads and decomposer, PlainNet's `half`) or that the comparison sets itself: derived from
-# the builders' signatures, so a new builder option needs no edit here.
-_OWN_KEYS = {
-    *(
-        set(inspect.signature(WAENet.from_backbone).parameters)
-        ^ set(inspect.signature(PlainNet.from_backbone).parameters)
-    ),
-    "input_size",
-}
+# Keys of a model's `wae_spec` kwargs that only one of the two builders takes (derived from
+# their signatures: models.OWN_KWARGS) or that the comparison sets itself.
+_OWN_KEYS = {*OWN_KWARGS, "input_size"}
 
 
 class BaselineComparison(Comparison):

@@ -39,7 +39,7 @@ baseline: brightness, contrast, ink).
 """
 
 from .cues import CUE_FEATURES, trivial_cue_accuracy
-from .datasets import DatasetInfo, LabeledDataset, Split, build_dataset
+from .datasets import DATASET_NAMES, DatasetInfo, LabeledDataset, Split, build_dataset
 from .errors import DataError, DataWarning
 from .folders import FOLDER_VAL_FRACTION, ImageFolderSource
 from .idx import read_idx, write_idx
@@ -59,6 +59,7 @@ from .transforms import (
 __all__ = [
     "CIFAR10_CLASSES",
     "CUE_FEATURES",
+    "DATASET_NAMES",
     "DATA_DIR_ENV",
     "DEFAULT_CACHE_DIR",
     "DEFAULT_FASHION_MNIST_DIR",

@@ -37,7 +37,12 @@ from .transforms import (
     stats_for_chans,
 )
 
-__all__ = ["DatasetInfo", "LabeledDataset", "Split", "build_dataset"]
+__all__ = ["DATASET_NAMES", "DatasetInfo", "LabeledDataset", "Split", "build_dataset"]
+
+#: What a dataset argument may name, as help texts and errors list it.
+DATASET_NAMES = (
+    "fashion-mnist, cifar10, cifar100, skimage-textures[-P], fonts[-S] or an ImageFolder path"
+)
 
 Split = Literal["train", "val", "test"]
 

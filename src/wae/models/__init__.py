@@ -5,7 +5,7 @@ from ._backbone import BackboneError, build_classifier, build_features
 from ._registry import create_model, is_model, list_models, model_cfg, register_model
 from ._slim import quarter_width
 from .heads import ClassifierHead, LinearHead, MLPHead
-from .named import ARCHS, WAE_ONLY_KWARGS, build_named, named_kind
+from .named import ARCHS, OWN_KWARGS, WAE_ONLY_KWARGS, build_named, named_kind
 from .plain import HalfResize, PlainNet
 from .pruned import pruned_net
 from .small_vgg import SmallVGG
@@ -14,6 +14,7 @@ from .wae_net import WAENet, WAENetOutput, classification_loss
 
 __all__ = [
     "ARCHS",
+    "OWN_KWARGS",
     "WAE_ONLY_KWARGS",
     "BackboneError",
     "ClassifierHead",

@@ -17,14 +17,16 @@ from .plain import PlainNet
 from .spec import SpecError
 from .wae_net import WAENet
 
-__all__ = ["ARCHS", "WAE_ONLY_KWARGS", "build_named", "named_kind"]
+__all__ = ["ARCHS", "OWN_KWARGS", "WAE_ONLY_KWARGS", "build_named", "named_kind"]
 
 ARCHS = ("auto", "wae", "full", "half")
+_WAE_ARGS = frozenset(inspect.signature(WAENet.from_backbone).parameters)
+_PLAIN_ARGS = frozenset(inspect.signature(PlainNet.from_backbone).parameters)
 #: Builder arguments only a WAE takes (its heads, decomposer, encoder, ...): those of
 #: WAENet.from_backbone that PlainNet.from_backbone lacks, read off their signatures.
-WAE_ONLY_KWARGS = frozenset(inspect.signature(WAENet.from_backbone).parameters) - frozenset(
-    inspect.signature(PlainNet.from_backbone).parameters
-)
+WAE_ONLY_KWARGS = _WAE_ARGS - _PLAIN_ARGS
+#: Builder arguments only one of the two takes (the WAE's above, PlainNet's `half`).
+OWN_KWARGS = _WAE_ARGS ^ _PLAIN_ARGS
 
 
 def named_kind(name: str, arch: str = "auto") -> str:

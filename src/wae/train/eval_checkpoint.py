@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, check_num_classes, load_model, read_meta
-from ..data import DataError, LabeledDataset, build_dataset
+from ..data import DATASET_NAMES, DataError, LabeledDataset, build_dataset
 from ..models import WAENet
 from ..precision import INFERENCE_PRECISIONS, cast_for_inference
 from .distributed import resolve_device
@@ -67,8 +67,7 @@ def checkpoint_dataset(
     if not dataset:
         raise CheckpointError(
             f"The checkpoint {path} does not say which data it was trained on; pass --data "
-            f"(fashion-mnist, cifar10, cifar100, skimage-textures[-P], fonts[-S] or an "
-            f"ImageFolder path)."
+            f"({DATASET_NAMES})."
         )
     if data_dir is None and data is None:
         data_dir = data_cfg.get("data_dir")
