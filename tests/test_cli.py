@@ -31,6 +31,7 @@ HELP_CHECKED = [
     "recipes",
     "bench",
     "profile",
+    "reproduce",
 ]
 
 

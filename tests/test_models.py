@@ -232,3 +232,24 @@ def test_plain_half_resolution_baseline() -> None:
     half = PlainNet.from_backbone("small_vgg", num_classes=10, half=True, in_chans=1)
     assert half(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert half.resize(torch.rand(1, 1, 27, 28)).shape == (1, 1, 14, 14)
+
+
+def test_high_divisor_sets_the_i_h_branch_width_and_round_trips(tmp_path) -> None:
+    """high_divisor=2: an I_H branch at half the backbone's width (the paper's is 1/4), kept
+    in the spec so the checkpoint rebuilds it; the default leaves old specs unchanged."""
+    import wae
+    from wae.checkpoint import load_model, save_checkpoint
+    from wae.models.spec import SpecError
+
+    def chans(m):
+        return [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+
+    quarter = wae.create_model("wae_small_vgg_28", num_classes=3, width=16)
+    wide = wae.create_model("wae_small_vgg_28", num_classes=3, width=16, high_divisor=2)
+    assert max(chans(wide.high_net)) == 2 * max(chans(quarter.high_net))
+    assert "high_divisor" not in quarter.wae_spec["kwargs"]
+    save_checkpoint(tmp_path / "ck", wide)
+    again, _ = load_model(tmp_path / "ck")
+    assert chans(again.high_net) == chans(wide.high_net)
+    with pytest.raises(SpecError, match="high_divisor"):
+        wae.WAENet.from_backbone("small_vgg", num_classes=3, in_chans=1, high_divisor=0)

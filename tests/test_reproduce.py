@@ -32,6 +32,7 @@ from wae.reproduce.analysis import decomposition_stats
 from wae.reproduce.measure import aggregate
 from wae.reproduce.methods import (
     BEYOND_KEYS,
+    FEATURE_KD_WEIGHT,
     METHOD_KEYS,
     METHODS,
     ReproduceError,
@@ -41,6 +42,7 @@ from wae.reproduce.methods import (
     derive_configs,
     estimate_seconds,
     resolve_recipe,
+    select_methods,
     split_stages,
     wall_seconds,
 )
@@ -283,7 +285,8 @@ def test_distillation_rows_start_from_and_learn_from_the_full_run(tmp_path, reci
     assert cfgs["wae"]["teacher"]["checkpoint"] is None  # the paper's rows learn from labels
     assert cfgs["wae_light"]["teacher"]["checkpoint"] is None  # the light row too
     kd_keys = [m.key for m in METHODS if m.beyond and "full" in m.needs]
-    assert kd_keys == ["wae_kd", "half_kd"]
+    assert kd_keys == ["wae_kd", "half_kd", "wae_kd_unfrozen", "wae_kd_wide", "wae_kd_feat"]
+    assert kd_keys == [m.key for m in METHODS if m.taught]
     for key in kd_keys:
         c = cfgs[key]
         assert c["model"]["init"] == teacher and c["teacher"]["checkpoint"] == teacher, key
@@ -678,7 +681,9 @@ def test_light_encoder_row_has_its_claim_and_section():
     text = format_report(r)
     assert "## Beyond the paper: a light encoder" in text and "| WAE_LIGHT | 8.80 |" in text
     assert "knowledge distillation" not in text  # no distillation row was run
-    assert "wae_light" in BEYOND_KEYS and training.TRAIN_ORDER[-1] == "wae_light"
+    order = training.TRAIN_ORDER
+    assert "wae_light" in BEYOND_KEYS
+    assert set(order[-len(BEYOND_KEYS) :]) == set(BEYOND_KEYS)  # the paper's rows first
 
 
 def test_figures_keep_one_style_per_method_and_hide_no_point(tmp_path):
@@ -849,3 +854,55 @@ def test_results_round_trip_to_report(tmp_path):
     p.write_text(json.dumps(r))
     assert format_report(json.loads(p.read_text())) == format_report(r)
     assert Path(write_report(r, tmp_path)).name == "report.md"
+
+
+def test_distilled_wae_variants_change_one_thing_each(tmp_path, recipes):
+    """What the paper leaves open, each the distilled WAE with one change."""
+    wae_cfg, base_cfg = recipes
+    cfgs = seed_configs(tmp_path, wae_cfg, base_cfg, 0, False, 1e6).configs
+    kd = cfgs["wae_kd"]
+
+    def without(c, *keys):
+        c = copy.deepcopy(c)
+        for k in keys:
+            c[k] = None
+        return c
+
+    # Encoder unfrozen in stage 2, which keeps the transform loss at stage 3's weight.
+    un = cfgs["wae_kd_unfrozen"]
+    s2, kd2, kd3 = un["stages"][1], kd["stages"][1], kd["stages"][2]
+    assert kd2["freeze"] == ["wae"] and s2["freeze"] == []
+    assert s2["losses"] == {**kd2["losses"], "transform": kd3["losses"]["transform"]}
+    assert un["stages"][0] == kd["stages"][0] and un["stages"][2] == kd3
+    assert without(un, "name", "stages") == without(kd, "name", "stages")
+    # Wider I_H branch: only the model's kwargs change.
+    wide = cfgs["wae_kd_wide"]
+    assert wide["model"]["kwargs"] == {**kd["model"]["kwargs"], "high_divisor": 2}
+    assert without(wide, "name", "model") == without(kd, "name", "model")
+    # Feature distillation: stages 2 and 3 gain the loss, stage 1 is the same.
+    feat = cfgs["wae_kd_feat"]
+    assert feat["stages"][0] == kd["stages"][0]
+    for a, b in zip(feat["stages"][1:], kd["stages"][1:], strict=True):
+        assert a["losses"] == {**b["losses"], "feature_distillation": FEATURE_KD_WEIGHT}
+    assert without(feat, "name", "stages") == without(kd, "name", "stages")
+
+
+def test_methods_selection_adds_what_rows_start_from(tmp_path, recipes):
+    assert select_methods(None) == METHOD_KEYS
+    assert select_methods(["wae_kd_feat", "half"]) == ("full", "half", "wae_kd_feat")
+    assert select_methods(["taylor"]) == ("full", "wae", "taylor")
+    assert select_methods(["il", "wae_noft"]) == ("wae_noft", "wae", "il")  # METHODS order
+    with pytest.raises(ReproduceError, match="--methods takes row keys"):
+        select_methods(["wae", "resnet"])
+    wae_cfg, base_cfg = recipes
+    sc = seed_configs(tmp_path, wae_cfg, base_cfg, 0, False, 1e6, ("full", "half_kd"))
+    assert set(sc.configs) == {"full", "half_kd"} and sc.methods == ("full", "half_kd")
+
+
+def test_variant_claims_and_section():
+    r = fake_results(wae_kd=91.0, half_kd=91.0, wae_kd_feat=93.0, wae_kd_wide=89.0)
+    v = _verdicts(r)
+    assert v["feat_vs_kd_wae"]["verdict"] == "holds" and v["feat_vs_kd_ir"]["verdict"] == "holds"
+    assert v["wide_vs_kd_wae"]["verdict"] == "does not hold"
+    assert "unfrozen_vs_kd_wae" not in v  # not run: no claim
+    assert "## Beyond the paper: what the paper leaves open" in format_report(r)

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import WAEError
+from .errors import WAEError, first_line
 from .models.spec import MAX_SIZE, SpecError, is_factory_name, validate_spec
 
 __all__ = [
@@ -333,6 +333,6 @@ def load_model(
     except RuntimeError as e:
         raise CheckpointError(
             f"The weights in {directory} do not fit the architecture its {META} describes "
-            f"({str(e).splitlines()[0]}). The checkpoint is corrupt or from another version."
+            f"({first_line(e)}). The checkpoint is corrupt or from another version."
         ) from e
     return model.eval(), doc

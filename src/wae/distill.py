@@ -3,6 +3,11 @@
 Hinton et al.'s soft-target loss: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged
 over the batch. The T^2 keeps its gradient on the scale of the cross-entropy as T changes.
 The teacher's logits are targets: no gradient ever reaches the teacher.
+
+Feature distillation (beyond the paper, in the manner of FitNets' hints): the I_L network's
+feature map learns the teacher's last feature map, average-pooled to its size (the teacher
+sees the full-resolution image, so its map is twice as large), as a mean squared error
+relative to the teacher map's mean square, so its scale does not depend on the backbone.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ import torch.nn.functional as F
 
 from .models.wae_net import WAENet, WAENetOutput
 
-__all__ = ["DISTILL_HEADS", "distillation_loss", "soft_target_kl"]
+__all__ = [
+    "DISTILL_HEADS",
+    "distillation_loss",
+    "feature_distillation_loss",
+    "soft_target_kl",
+    "teacher_outputs",
+]
 
 # Which of the WAE's scores learn from the teacher: each head, both (summed, as L_c sums the
 # two cross-entropies), or their average (the prediction WAENet.forward makes).
@@ -65,3 +76,41 @@ def distillation_loss(
         scores = [WAENet.combine_heads(out.s_low, out.s_fused, heads)]
     loss = sum(soft_target_kl(s, teacher_logits, temperature) for s in scores)
     return weight * loss
+
+
+def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Relative MSE of a student feature map (N, C, h, w) to a teacher map (N, C, H, W) with
+    H, W >= h, w, average-pooled to (h, w) first: ||f_s - pool(f_t)||^2 / ||pool(f_t)||^2.
+
+    Computed in float32; the teacher's map is a target (detached). Channels must agree (the
+    I_L network is the teacher's own architecture).
+    """
+    if student.dim() != 4 or teacher.dim() != 4 or student.shape[:2] != teacher.shape[:2]:
+        raise ValueError(
+            f"feature distillation needs maps of the same batch and channels, got the "
+            f"student's {tuple(student.shape)} and the teacher's {tuple(teacher.shape)}: the "
+            f"student's I_L network must be the teacher's architecture."
+        )
+    t = F.adaptive_avg_pool2d(teacher.detach().float(), student.shape[-2:])
+    return (student.float() - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12)
+
+
+def teacher_outputs(
+    teacher: torch.nn.Module, x: torch.Tensor, features: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher's logits (N, K) and, if asked, its last feature map (N, C, H, W), without
+    gradient and in eval mode. The map comes from the classifier's own ``forward_features`` /
+    ``forward_head`` (one forward for both); a teacher without them cannot teach features."""
+    teacher.eval()  # its BatchNorm statistics never move
+    with torch.no_grad():
+        if not features:
+            return teacher(x).float(), None
+        net = getattr(teacher, "net", teacher)  # a PlainNet holds the classifier in .net
+        if getattr(teacher, "half", False) or not hasattr(net, "forward_head"):
+            raise ValueError(
+                "feature distillation needs a full-resolution teacher whose classifier has "
+                "forward_features and forward_head (timm models, SmallVGG); drop the "
+                "feature_distillation loss for this teacher."
+            )
+        f = net.forward_features(x)
+        return net.forward_head(f).float(), f

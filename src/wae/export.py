@@ -513,7 +513,7 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     for k, v in raw.items():
         try:
             out[k] = json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or nested too deep): a plain string
             out[k] = v
     return out
 

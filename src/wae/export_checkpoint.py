@@ -106,44 +106,21 @@ def export_checkpoint(
     _check_deploy_options(
         format, precision, calibration, model_name, calibration_size, check_size, min_agreement
     )
-    if input_size is not None:
-        check_input_size(input_size, "input_size (--input-size)")
-    if num_classes is not None and not (type(num_classes) is int and num_classes >= 1):
-        raise ExportError(f"num_classes (--num-classes) must be >= 1, got {num_classes!r}.")
+    _check_model_options(input_size, num_classes)
     out = _output(checkpoint, model_name, output, format, precision)
     model, meta, origin = _load(checkpoint, model_name, num_classes, input_size, allow_code)
-    h, w = _size(input_size, model, meta)
-    chans = int(in_chans if in_chans is not None else _default_chans(model, meta))
-    metadata = {k: v for k, v in meta.items() if k not in ("input_size", "in_chans")}
-    metadata.update(origin, precision="fp32")
-    target = model
-    if optimize:
-        from .optimize import optimize_for_inference
-
-        target = optimize_for_inference(model, fuse_mkldnn=False, channels_last=False)
-        metadata["optimized"] = "optimize_for_inference(fuse_mkldnn=False)"
-    data = None
-    if checkpoint is not None and precision == "int8":  # before any export: fails fast
-        data = _int8_data(
-            Path(checkpoint), str(calibration), data_dir, calibration_size, check_size
-        )
+    chans, h, w = _input_shape(input_size, in_chans, model, meta)
+    target, metadata = _target(model, meta, origin, optimize)
+    data = None  # int8: the calibration and check images, before any export (fails fast)
+    if checkpoint is not None and precision == "int8":
+        data = _int8_data(checkpoint, str(calibration), data_dir, calibration_size, check_size)
     # A batch size the export did not trace with (2), so a batch baked into the graph shows.
     n = check_batch if dynamic_batch else batch_size
     x = torch.rand(n, chans, h, w, generator=torch.Generator().manual_seed(0))
     options = dict(dynamic_batch=dynamic_batch, opset=opset, batch_size=batch_size)
-    with _staging(out) as tmp:
-        reference = tmp / "float32" / "model.onnx"  # its own folder: never out's name
-        diff = _export_checked(model, target, reference, x, atol, metadata=metadata, **options)
-        staged, checks = tmp / out.name, {"parity_runtime": "ONNX Runtime"}
-        if data is not None:
-            static = None if dynamic_batch else batch_size
-            checks |= _int8(model, reference, staged, format, data, min_agreement, static, out)
-        elif format == "openvino":
-            checks = _openvino_fp32(model, reference, staged, x, atol)
-            checks["onnx_parity_max_abs_diff"], diff = diff, checks.pop("parity_max_abs_diff")
-        else:
-            staged = reference
-        size = _place(staged, out)
+    size, diff, checks = _export_staged(
+        model, target, out, x, atol, format, data, min_agreement, metadata=metadata, **options
+    )
     return {
         "path": str(out),
         "format": format,
@@ -158,6 +135,59 @@ def export_checkpoint(
         "seconds": round(time.perf_counter() - t0, 2),
         **origin,
     }
+
+
+def _check_model_options(input_size: int | None, num_classes: int | None) -> None:
+    """Refuse, before anything is loaded, an impossible input size or number of classes."""
+    if input_size is not None:
+        check_input_size(input_size, "input_size (--input-size)")
+    if num_classes is not None and not (type(num_classes) is int and num_classes >= 1):
+        raise ExportError(f"num_classes (--num-classes) must be >= 1, got {num_classes!r}.")
+
+
+def _target(
+    model: nn.Module, meta: dict[str, Any], origin: dict[str, Any], optimize: bool
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(the module to export: `model`, or its optimize_for_inference rewrite; the ONNX
+    metadata: the checkpoint's, less the input size and channels, plus the origin)."""
+    metadata = {k: v for k, v in meta.items() if k not in ("input_size", "in_chans")}
+    metadata.update(origin, precision="fp32")
+    if not optimize:
+        return model, metadata
+    from .optimize import optimize_for_inference
+
+    target = optimize_for_inference(model, fuse_mkldnn=False, channels_last=False)
+    metadata["optimized"] = "optimize_for_inference(fuse_mkldnn=False)"
+    return target, metadata
+
+
+def _export_staged(
+    model: nn.Module,
+    target: nn.Module,
+    out: Path,
+    x: torch.Tensor,
+    atol: float,
+    format: str,
+    data: _Int8Data | None,
+    min_agreement: float,
+    **options: Any,
+) -> tuple[int, float, dict[str, Any]]:
+    """Export `target` under a temporary name, check it (float32 parity against `model` on
+    `x`; OpenVINO's too for IR; the int8 agreement with `data`) and only then rename it to
+    `out`. Returns (bytes written, max abs logit difference, the checks' figures)."""
+    with _staging(out) as tmp:
+        reference = tmp / "float32" / "model.onnx"  # its own folder: never out's name
+        diff = _export_checked(model, target, reference, x, atol, **options)
+        staged, checks = tmp / out.name, {"parity_runtime": "ONNX Runtime"}
+        if data is not None:
+            static = None if options["dynamic_batch"] else options["batch_size"]
+            checks |= _int8(model, reference, staged, format, data, min_agreement, static, out)
+        elif format == "openvino":
+            checks = _openvino_fp32(model, reference, staged, x, atol)
+            checks["onnx_parity_max_abs_diff"], diff = diff, checks.pop("parity_max_abs_diff")
+        else:
+            staged = reference
+        return _place(staged, out), diff, checks
 
 
 def _check_deploy_options(
@@ -315,7 +345,7 @@ class _Int8Data:
 
 
 def _int8_data(
-    checkpoint: Path, data: str, data_dir: str | None, n: int, check_size: int
+    checkpoint: str | os.PathLike[str], data: str, data_dir: str | None, n: int, check_size: int
 ) -> _Int8Data:
     """`n` seeded train images (no augmentation) and `check_size` seeded, class-balanced test
     images of `data` (all when it has fewer), with the checkpoint's own preprocessing;
@@ -327,6 +357,7 @@ def _int8_data(
     from .quantize import calibration_images
     from .train.eval_checkpoint import checked_dataset
 
+    checkpoint = Path(checkpoint)
     doc = read_meta(checkpoint)
     kw: dict[str, Any] = dict(data=data, data_dir=data_dir)
     train, name = checked_dataset(checkpoint, doc, split="train", **kw)
@@ -417,6 +448,14 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def _default_chans(model: nn.Module, meta: dict[str, Any]) -> int:
     return int(meta.get("in_chans") or getattr(model, "in_chans", 3))
+
+
+def _input_shape(
+    input_size: int | None, in_chans: int | None, model: nn.Module, meta: dict[str, Any]
+) -> tuple[int, int, int]:
+    """(C, H, W) of the export's input: the options', else the checkpoint's or model's."""
+    h, w = _size(input_size, model, meta)
+    return int(in_chans if in_chans is not None else _default_chans(model, meta)), h, w
 
 
 def _from_checkpoint(

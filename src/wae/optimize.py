@@ -469,22 +469,7 @@ def optimize_for_inference(
     `atol` x max(1, largest |output|) (max abs), else OptimizeError. The copy has no
     gradients and must not be trained.
     """
-    # Checked first: an infinite tolerance would switch the check off, a NaN one make its
-    # message meaningless.
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol):
-        raise OptimizeError(f"atol must be a finite number, got {atol!r}.")
-    if check is not None and not (isinstance(check, torch.Tensor) and check.dim() == 4):
-        got = tuple(check.shape) if isinstance(check, torch.Tensor) else type(check).__name__
-        raise OptimizeError(f"check must be an image batch (N, C, H, W), got {got}.")
-    ref = None
-    if check is not None:
-        flags = [(m, m.training) for m in model.modules()]
-        try:
-            with torch.no_grad():
-                ref = model.eval()(check)
-        finally:
-            for m, training in flags:
-                m.training = training
+    ref = _reference(model, check, atol)
     out = model if inplace else copy.deepcopy(model)
     out.eval()
     for p in out.parameters():
@@ -495,7 +480,38 @@ def optimize_for_inference(
         fuse_mkldnn = device.type == "cpu" and dtype == torch.float32 and mkldnn_fusion_available()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
-    out = _wae_inference(out)
+    out = _rewrite_parts(_wae_inference(out), fuse_mkldnn, fmt)
+    if channels_last:
+        out = out.to(memory_format=torch.channels_last)
+    out.eval()
+    if check is not None and ref is not None:
+        _check_outputs(out, check, ref, atol)
+    return out
+
+
+def _reference(model: nn.Module, check: torch.Tensor | None, atol: float) -> torch.Tensor | None:
+    """`model`'s outputs on `check` (None without one), its train/eval flags left as they
+    were; `atol` and `check` are refused first if they cannot make a meaningful check."""
+    # Checked first: an infinite tolerance would switch the check off, a NaN one make its
+    # message meaningless.
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol):
+        raise OptimizeError(f"atol must be a finite number, got {atol!r}.")
+    if check is not None and not (isinstance(check, torch.Tensor) and check.dim() == 4):
+        got = tuple(check.shape) if isinstance(check, torch.Tensor) else type(check).__name__
+        raise OptimizeError(f"check must be an image batch (N, C, H, W), got {got}.")
+    if check is None:
+        return None
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            return model.eval()(check)
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _rewrite_parts(out: nn.Module, fuse_mkldnn: bool, fmt: torch.memory_format) -> nn.Module:
+    """Every traceable part of `out` rewritten (folded, fused); returns the new root."""
     for m in out.modules():
         if isinstance(m, SplitConv2d):
             m.memory_format = fmt  # read while tracing, so set it first
@@ -513,24 +529,23 @@ def optimize_for_inference(
                 out = new
             else:
                 _set_submodule(out, name, new)
-    if channels_last:
-        out = out.to(memory_format=torch.channels_last)
-    out.eval()
-
-    if check is not None and ref is not None:
-        with torch.no_grad():
-            got = out(check)
-        diff = float((got.float() - ref.float()).abs().max())
-        # float32 rounding grows with the outputs' size (a random ResNet-50 has logits ~36,
-        # and merely running it channels_last moves them by ~1.4e-5), so the bound scales
-        # with the largest output once that exceeds 1.
-        bound = atol * max(1.0, float(ref.float().abs().max()))
-        if not diff <= bound:
-            raise OptimizeError(
-                f"optimize_for_inference changed the outputs by {diff:.2e} (> {bound:.1e}: "
-                f"{atol:.0e} x max(1, largest output))."
-            )
     return out
+
+
+def _check_outputs(out: nn.Module, check: torch.Tensor, ref: torch.Tensor, atol: float) -> None:
+    """Raise OptimizeError unless `out`'s outputs on `check` are within the bound of `ref`."""
+    with torch.no_grad():
+        got = out(check)
+    diff = float((got.float() - ref.float()).abs().max())
+    # float32 rounding grows with the outputs' size (a random ResNet-50 has logits ~36,
+    # and merely running it channels_last moves them by ~1.4e-5), so the bound scales
+    # with the largest output once that exceeds 1.
+    bound = atol * max(1.0, float(ref.float().abs().max()))
+    if not diff <= bound:
+        raise OptimizeError(
+            f"optimize_for_inference changed the outputs by {diff:.2e} (> {bound:.1e}: "
+            f"{atol:.0e} x max(1, largest output))."
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ One concern per module:
 * :mod:`~wae.bench.matrix`: the (backbone, batch size, thread count) matrix, timed with the
   library's timer one runtime at a time (``run_bench``);
 * :mod:`~wae.bench.report`: its Markdown tables (``format_markdown``);
-* :mod:`~wae.bench.parts`: where WAE's time goes, part by part (``time_parts``).
+* :mod:`~wae.bench.parts`: where WAE's time goes, part by part (``time_parts``);
+* :mod:`~wae.bench.service`: what ``wae bench`` does, for Python callers too: the presets,
+  every setting checked first, the result files and the JSON headline (``run_benchmark``).
 
 Scratch files (the ONNX exports) go to a temporary directory unless a ``workdir`` is given;
 ``wae bench`` writes its results under ``--output-dir`` (default ``runs/bench``).
@@ -37,27 +39,43 @@ from .parts import (
     wae_parts,
 )
 from .report import format_markdown
+from .service import (
+    DEFAULT_SETTINGS,
+    QUICK_SETTINGS,
+    BenchResult,
+    bench_settings,
+    headline,
+    result_stem,
+    run_benchmark,
+)
 
 __all__ = [
     "ALL_BACKENDS",
+    "DEFAULT_SETTINGS",
     "MODELS",
     "PARTS",
     "PART_PRECISIONS",
     "PYTORCH_TUNED",
     "QUICK_BACKBONE",
+    "QUICK_SETTINGS",
     "BackboneCache",
     "BackendUnavailable",
     "BenchConfig",
     "BenchError",
+    "BenchResult",
     "Prepared",
+    "bench_settings",
     "build_models",
     "check_settings",
     "format_markdown",
     "format_parts_markdown",
+    "headline",
     "part_precision",
     "prepare_backend",
     "resolve_threads",
+    "result_stem",
     "run_bench",
+    "run_benchmark",
     "run_config",
     "time_parts",
     "wae_parts",

@@ -435,34 +435,22 @@ def run_bench(
     )
     precisions = check_precisions(precisions, dev)
     start_load = load_average()
+    timing: dict[str, Any] = dict(
+        min_run_time=min_run_time, rounds=rounds, warmup=warmup, precisions=precisions
+    )
     configs: list[dict[str, Any]] = []
     with scratch_dir(workdir) as wd:
         for backbone in backbones:
             models, info = build_models(
                 backbone, input_size=input_size, num_classes=num_classes, encoder=encoder
             )
-            for m in models.values():
-                m.to(dev)
+            cells = [
+                BenchConfig(backbone, info["input_size"], info["in_chans"], int(bs), n, device, amp)
+                for bs in batch_sizes
+                for n in thread_list
+            ]
             cache = BackboneCache(wd, dev, amp)
-            for bs in batch_sizes:
-                for n in thread_list:
-                    cfg = BenchConfig(
-                        backbone, info["input_size"], info["in_chans"], int(bs), n, device, amp
-                    )
-                    log(f"{cfg.label}")
-                    configs.append(
-                        run_config(
-                            cfg,
-                            models,
-                            backends,
-                            min_run_time=min_run_time,
-                            rounds=rounds,
-                            warmup=warmup,
-                            cache=cache,
-                            precisions=precisions,
-                            log=log,
-                        )
-                    )
+            configs += _time_backbone(models, cells, backends, dev, cache, log, **timing)
             del models, cache
     import onnxruntime
 
@@ -478,19 +466,47 @@ def run_bench(
             "encoder": encoder,
             "device": device,
             "amp": amp,
-            "precisions": precisions,
-            "precision_notes": {p: cpu_precision_note(p) for p in precisions}
-            if dev.type == "cpu"
-            else {},
-            "min_run_time": min_run_time,
-            "rounds": rounds,
-            "warmup": warmup,
+            **_timing_settings(dev, **timing),
         },
         "speedup": configs[0]["speedup"] if configs else None,
         "load_avg_start": start_load,
         "load_avg_end": load_average(),
         "configs": configs,
     }
+
+
+def _timing_settings(
+    dev: torch.device, *, precisions: list[str], min_run_time: float, rounds: int, warmup: int
+) -> dict[str, Any]:
+    """The settings document's precisions (with what this CPU offers each) and timing."""
+    return {
+        "precisions": precisions,
+        "precision_notes": {p: cpu_precision_note(p) for p in precisions}
+        if dev.type == "cpu"
+        else {},
+        "min_run_time": min_run_time,
+        "rounds": rounds,
+        "warmup": warmup,
+    }
+
+
+def _time_backbone(
+    models: dict[str, nn.Module],
+    cells: Sequence[BenchConfig],
+    backends: Sequence[str],
+    dev: torch.device,
+    cache: BackboneCache,
+    log: Callable[[str], None],
+    **timing: Any,
+) -> list[dict[str, Any]]:
+    """One backbone's trio, moved to `dev`, timed at every cell (batch size x threads)."""
+    for m in models.values():
+        m.to(dev)
+    results = []
+    for cfg in cells:
+        log(f"{cfg.label}")
+        results.append(run_config(cfg, models, backends, cache=cache, log=log, **timing))
+    return results
 
 
 def _version(package: str) -> str | None:

@@ -1,45 +1,25 @@
 """`wae bench`: time the full-resolution network, the half-resolution one and WAE on every
 backend (PyTorch eager, channels_last, torch.compile, optimize_for_inference, ONNX Runtime)
-and write a Markdown table and a JSON file. See wae.bench for what each backend means."""
+and write a Markdown table and a JSON file. See wae.bench for what each backend means.
+The work is `wae.bench.run_benchmark`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from .. import bench
 from ..precision import INFERENCE_PRECISIONS
-from . import CommandHelpFormatter, add_encoder_argument
+from . import add_command, add_encoder_argument
 
-#: --quick: tiny models, one thread, very short timing (a smoke run for CI, < 1 min).
-QUICK = {
-    "backbone": [bench.QUICK_BACKBONE],
-    "batch_size": [1],
-    "threads": ["1"],
-    "backends": ["eager", "channels_last", "optimized", "ort", "ort_optimized"],
-    "precision": ["fp32"],
-    "min_run_time": 0.05,
-    "rounds": 1,
-    "warmup": 1,
-}
-DEFAULTS = {
-    "backbone": ["vgg16", "resnet50"],
-    "batch_size": [1, 16],
-    "threads": ["all", "1"],  # the first config (all cores, batch 1) is the headline
-    "backends": list(bench.ALL_BACKENDS),
-    "precision": ["fp32"],
-    "min_run_time": 2.0,
-    "rounds": 3,
-    "warmup": 2,
-}
+_DEFAULTS = bench.DEFAULT_SETTINGS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "bench",
         help="benchmark full / half-resolution / WAE models on every backend",
         description=(
@@ -51,21 +31,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "against the float32 full network. Run it on a quiet machine: the load average\n"
             "is recorded."
         ),
-        epilog=(
-            "examples:\n"
-            "  wae bench --quick                      # tiny models, a smoke run (< 1 min)\n"
-            "  wae bench --backbone vgg16 --batch-size 1 --threads 2 --name vgg16-b1\n"
-            "  wae bench --parts --batch-size 1       # where WAE's time goes, per part\n"
-            "  wae bench --backbone vgg16 --threads 2 --precision fp32 bf16 int8\n"
-            "  wae bench --backbone resnet50 --encoder light --batch-size 1 --threads 2\n"
-            "  wae bench --quick --output-dir benchmarks/results --name quick"
-        ),
-        formatter_class=CommandHelpFormatter,
+        examples=[
+            "wae bench --quick                      # tiny models, a smoke run (< 1 min)",
+            "wae bench --backbone vgg16 --batch-size 1 --threads 2 --name vgg16-b1",
+            "wae bench --parts --batch-size 1       # where WAE's time goes, per part",
+            "wae bench --backbone vgg16 --threads 2 --precision fp32 bf16 int8",
+            "wae bench --backbone resnet50 --encoder light --batch-size 1 --threads 2",
+            "wae bench --quick --output-dir benchmarks/results --name quick",
+        ],
     )
-    p.add_argument("--backbone", nargs="+", default=None, help="default: vgg16 resnet50")
+    _add_matrix_arguments(p)
+    _add_timing_arguments(p)
+    _add_output_arguments(p)
+    p.set_defaults(run=run)
+
+
+def _words(key: str) -> str:
+    return " ".join(str(v) for v in _DEFAULTS[key])
+
+
+def _add_matrix_arguments(p: argparse.ArgumentParser) -> None:
+    """What is timed: backbones, sizes, threads, backends, device and precisions."""
+    p.add_argument("--backbone", nargs="+", default=None, help=f"default: {_words('backbone')}")
     p.add_argument("--input-size", type=int, default=None, help="default: the models' (224)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=None, help="default: 1 16")
-    p.add_argument("--threads", nargs="+", default=None, help="ints or 'all' (default: all 1)")
+    p.add_argument(
+        "--batch-size", type=int, nargs="+", default=None, help=f"default: {_words('batch_size')}"
+    )
+    p.add_argument(
+        "--threads", nargs="+", default=None, help=f"ints or 'all' (default: {_words('threads')})"
+    )
     p.add_argument(
         "--backends",
         nargs="+",
@@ -90,20 +84,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-classes", type=int, default=None, help="default: the models' (1000)")
     add_encoder_argument(p)
+
+
+def _add_timing_arguments(p: argparse.ArgumentParser) -> None:
+    """How long each candidate is timed, and the quick preset."""
     p.add_argument(
-        "--min-run-time", type=float, default=None, help="seconds per candidate (default: 2)"
+        "--min-run-time",
+        type=float,
+        default=None,
+        help=f"seconds per candidate (default: {_DEFAULTS['min_run_time']:g})",
     )
     p.add_argument(
-        "--rounds", type=int, default=None, help="interleaved timing rounds (default: 3)"
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"interleaved timing rounds (default: {_DEFAULTS['rounds']})",
     )
     p.add_argument(
-        "--warmup", type=int, default=None, help="untimed calls before timing (default: 2)"
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"untimed calls before timing (default: {_DEFAULTS['warmup']})",
     )
     p.add_argument(
         "--quick",
         action="store_true",
         help="tiny models (small_vgg_28 family), 1 thread, very short timing: a smoke test",
     )
+
+
+def _add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """What is measured (the matrix, or the parts) and where the results go."""
     p.add_argument(
         "--parts",
         action="store_true",
@@ -120,129 +131,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-save", action="store_true", help="print only, write no files")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(run=run)
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    base = QUICK if args.quick else DEFAULTS
-    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _check(args: argparse.Namespace, s: dict[str, Any], stem: str) -> list[Path]:
-    """Every option and the result files' paths, checked before any model is built: a bad
-    value or an unwritable --output-dir must not cost a whole benchmark. Returns the paths."""
-    from ..outputs import check_output_file
-
-    bench.check_settings(
-        backbones=s["backbone"],
-        backends=s["backends"],
+def run(args: argparse.Namespace) -> int:
+    result = bench.run_benchmark(
+        quick=args.quick,
+        parts=args.parts,
+        backbone=args.backbone,
         input_size=args.input_size,
-        batch_sizes=s["batch_size"],
-        threads=s["threads"],
-        device=args.device,
-        num_classes=args.num_classes,
-        min_run_time=s["min_run_time"],
-        rounds=s["rounds"],
-        warmup=s["warmup"],
-        precisions=s["precision"],
-        encoder=args.encoder,
-    )
-    if args.parts:
-        bench.part_precision(s["precision"])
-    if args.no_save:
-        return []
-    return [
-        check_output_file(args.output_dir / f"{stem}{ext}", "The bench result file")
-        for ext in (".md", ".json")
-    ]
-
-
-def _measure(args: argparse.Namespace, s: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The benchmark (or, with --parts, the per-part timing): (JSON document, Markdown)."""
-    if args.parts:
-        results = [
-            bench.time_parts(
-                backbone,
-                input_size=args.input_size,
-                batch_size=bs,
-                threads=t,
-                min_run_time=s["min_run_time"],
-                rounds=s["rounds"],
-                warmup=s["warmup"],
-                precision=bench.part_precision(s["precision"]),
-                encoder=args.encoder,
-                log=_log,
-            )
-            for backbone in s["backbone"]
-            for bs in s["batch_size"]
-            for t in s["threads"]
-        ]
-        return {"parts": results}, "\n".join(bench.format_parts_markdown(r) for r in results)
-    doc = bench.run_bench(
-        s["backbone"],
-        input_size=args.input_size,
-        batch_sizes=s["batch_size"],
-        threads=s["threads"],
-        backends=s["backends"],
+        batch_size=args.batch_size,
+        threads=args.threads,
+        backends=args.backends,
         device=args.device,
         amp=args.amp,
-        precisions=s["precision"],
+        precision=args.precision,
         num_classes=args.num_classes,
-        min_run_time=s["min_run_time"],
-        rounds=s["rounds"],
-        warmup=s["warmup"],
         encoder=args.encoder,
+        min_run_time=args.min_run_time,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        output_dir=args.output_dir,
+        name=args.name,
+        save=not args.no_save,
         log=_log,
     )
-    return doc, bench.format_markdown(doc)
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import atomic_write_bytes
-
-    s = _settings(args)
-    stem = args.name or ("quick" if args.quick else f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    stem = f"{stem}-parts" if args.parts else stem
-    paths = _check(args, s, stem)
-    doc, text = _measure(args, s)
-    if paths:  # --no-save: none
-        texts = (text + "\n", json.dumps(doc, indent=2) + "\n")
-        for path, data in zip(paths, texts, strict=True):
-            atomic_write_bytes(path, data.encode())  # a crash never leaves a half-written one
-        _log(f"wrote {args.output_dir / stem}.md and .json")
-    if args.json:
-        print(json.dumps(_headline(doc), indent=2))
-    else:
-        print(text)
+    print(json.dumps(result.headline(), indent=2) if args.json else result.markdown)
     return 0
-
-
-def _headline(doc: dict[str, Any]) -> dict[str, Any]:
-    """The JSON printed by --json: the first config's figures at the top level (speedup =
-    full network's best backend / WAE's best backend, every backend's numbers beside it),
-    then machine, settings and every config."""
-    if "configs" not in doc or not doc["configs"]:
-        return doc
-    first = doc["configs"][0]
-    out = {
-        "speedup": first["speedup"],
-        "backbone": first["config"]["backbone"],
-        "input_size": first["config"]["input_size"],
-        "batch_size": first["config"]["batch_size"],
-        "threads": first["config"]["threads"],
-        "best": first["best"],
-        "half_speedup": first["half_speedup"],
-        "speedup_per_backend": first["speedup_per_backend"],
-        "mac_ratio": first["mac_ratio"]["wae"],
-        "backends": first["models"],
-        # per precision and model: best backend, median_ms, speedup_same_precision,
-        # speedup_vs_fp32
-        "by_precision": {p: v["best"] for p, v in first.get("precisions", {}).items()},
-        "fastest": first.get("fastest"),
-    }
-    out.update({k: v for k, v in doc.items() if k not in ("speedup",)})
-    return out

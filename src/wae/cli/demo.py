@@ -60,9 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..train.overrides import format_override
+
     overrides = list(args.overrides)
     if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir}")
+        overrides.append(format_override("data.data_dir", args.data_dir))
     results = run_demo(
         args.output,
         recipe=args.recipe,

@@ -46,12 +46,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--format openvino and int8 with it need the extra: pip install 'wae[openvino]'."
         ),
     )
+    _add_source_arguments(p)
+    _add_deploy_arguments(p)
+    _add_graph_arguments(p)
+    p.add_argument("--check-batch", type=int, default=3, help="batch size of the parity check")
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed")
+    add_allow_code_argument(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def _add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """What is exported: a checkpoint, or a registered model (untrained)."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="checkpoint directory (wae train output)")
     src.add_argument("--model", help="a registered model name, untrained (e.g. for benchmarks)")
     p.add_argument(
         "--num-classes", type=int, default=None, help="with --model (default: the model's)"
     )
+
+
+def _add_deploy_arguments(p: argparse.ArgumentParser) -> None:
+    """The file's format and precision, and the int8 calibration and check."""
     p.add_argument(
         "--format",
         default="onnx",
@@ -85,6 +101,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="F",
         help="least fraction of held-out images whose int8 top-1 matches fp32 PyTorch's",
     )
+
+
+def _add_graph_arguments(p: argparse.ArgumentParser) -> None:
+    """The exported graph: opset, batch dimension, input shape, rewrite, and where it goes."""
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument(
         "--dynamic-batch",
@@ -108,11 +128,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="default: <checkpoint>/model.onnx (model.xml with --format openvino; "
         "model_int8.* at int8), or <model>.onnx / .xml with --model",
     )
-    p.add_argument("--check-batch", type=int, default=3, help="batch size of the parity check")
-    p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed")
-    add_allow_code_argument(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

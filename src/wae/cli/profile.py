@@ -13,7 +13,7 @@ import json
 import sys
 import warnings
 
-from . import CommandHelpFormatter, add_encoder_argument
+from . import add_command, add_encoder_argument
 
 _DESCRIPTION = """\
 Build one backbone three ways, freshly initialised (no training needed): at full resolution,
@@ -23,26 +23,27 @@ the speed-up and MAC ratio against full resolution, and whether WAE pays off (a 
 at least 1.5x; below that a warning on stderr says what to do instead).
 """
 
+_EXAMPLES = [
+    "wae profile                                   # VGG16 at 224x224, batch 1, all cores",
+    "wae profile --backbone resnet50 --threads 1 --batch-size 8",
+    "wae profile --backbone small_vgg --input-size 28 --in-chans 1 --num-classes 10 --no-latency",
+    "wae profile --backbone timm:resnet18 --json > profile.json",
+    "wae profile --backbone timm:mobilenetv3_large_100 --encoder light --no-latency",
+]
 _EPILOG = """\
-examples:
-  wae profile                                   # VGG16 at 224x224, batch 1, all cores
-  wae profile --backbone resnet50 --threads 1 --batch-size 8
-  wae profile --backbone small_vgg --input-size 28 --in-chans 1 --num-classes 10 --no-latency
-  wae profile --backbone timm:resnet18 --json > profile.json
-  wae profile --backbone timm:mobilenetv3_large_100 --encoder light --no-latency
-
 The same from Python: print(wae.profile(net, 224, baselines=True)) for a WAENet `net`, or
 print(wae.cost.compare_baselines("vgg16", 224)).
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "profile",
         help="count MACs and time a backbone with and without WAE",
         description=_DESCRIPTION,
+        examples=_EXAMPLES,
         epilog=_EPILOG,
-        formatter_class=CommandHelpFormatter,
     )
     p.add_argument(
         "--backbone",

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_set_argument
+from . import add_command, add_set_argument
 
+_EXAMPLES = [
+    "wae reproduce --quick                          # smoke test of the whole pipeline",
+    "wae reproduce --dataset fashion-mnist          # the paper's tables (~40 min on 2 cores)",
+    "wae reproduce --dataset skimage-textures       # 64x64 texture patches (recipe: textures)",
+    "wae reproduce --plan                           # what it would train, and how long",
+    "wae reproduce --seeds 0 1 2 --jobs 3           # three seeds side by side",
+    "wae reproduce --methods half_kd wae_kd         # two rows (and the teacher they need)",
+    "wae reproduce --dataset /data/faces --set data.input_size=32 model.name=wae_small_vgg_32",
+]
 _EPILOG = """\
-examples:
-  wae reproduce --quick                          # smoke test of the whole pipeline
-  wae reproduce --dataset fashion-mnist          # the paper's tables (~40 min on 2 cores)
-  wae reproduce --dataset skimage-textures       # 64x64 texture patches (recipe: textures)
-  wae reproduce --plan                           # what it would train, and how long
-  wae reproduce --seeds 0 1 2 --jobs 3           # three seeds side by side
-  wae reproduce --dataset /data/faces --set data.input_size=32 model.name=wae_small_vgg_32
-
 methods: full resolution, I_R (half-size input), Wavelet+CNN, cA alone, Decomposition+CNN,
 WAE without stage 3 (the WAE run's stage-2 checkpoint), WAE, I_L alone (WAE from stage 1,
 frozen), Taylor pruning of the full network to about the WAE's MACs. ThiNet is not run (see
@@ -50,19 +51,28 @@ has its own lock while it trains); a second command into OUT is refused, naming 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "reproduce",
         help="reproduce the paper's comparison (train, measure, report)",
         description="Reproduce the paper's tables on one dataset: train or reuse every method, "
         "measure accuracy, noise robustness, MACs and CPU latency, and write a report with "
         "the paper's numbers beside ours and a verdict per claim.",
+        examples=_EXAMPLES,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_data_arguments(p)
+    _add_training_arguments(p)
+    _add_mode_arguments(p)
+    p.set_defaults(run=run)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The dataset, and where the results go."""
     p.add_argument(
         "--dataset",
         default="fashion-mnist",
-        help="fashion-mnist (default) or an ImageFolder path",
+        help="a dataset name (fashion-mnist, skimage-textures, ...) or an ImageFolder path",
     )
     p.add_argument(
         "--data-dir",
@@ -75,6 +85,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="output directory (default: runs/reproduce-<dataset>[-quick])",
     )
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """What every method trains with: seeds, subset and budget, recipes, threads and jobs."""
     p.add_argument(
         "--quick",
         action="store_true",
@@ -99,7 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--budget-minutes",
         type=float,
         default=50.0,
-        help="time the automatic subset is fitted to (default 50)",
+        help="time the automatic subset is fitted to (default: 50)",
     )
     p.add_argument(
         "--recipe",
@@ -113,6 +127,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="baseline recipe: a TOML file or a packaged recipe's name (default: "
         "textures_baseline for a skimage-textures dataset, else fashion_mnist_baseline)",
     )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="KEY",
+        help="train and report only these methods (and what they start from, e.g. wae_kd "
+        "brings full); keys as in the report: full half wavelet ca decomposition wae ... "
+        "(default: all)",
+    )
     add_set_argument(p, help="override values of the WAE recipe (as wae train --set)")
     p.add_argument(
         "--retrain-changed",
@@ -123,7 +146,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch intra-op threads for training and timing (default 1: on a shared 2-core "
+        help="torch intra-op threads for training and timing (default: 1; on a shared 2-core "
         "machine one thread is faster than two, and the time estimate assumes it)",
     )
     p.add_argument(
@@ -133,6 +156,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="seeds trained side by side, one process each (default: usable cores // "
         "--threads, at most the number of seeds)",
     )
+
+
+def _add_mode_arguments(p: argparse.ArgumentParser) -> None:
+    """How much of the pipeline runs, and how much it says."""
     p.add_argument(
         "--train-only",
         action="store_true",
@@ -148,13 +175,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "accuracy figures, report.md), training and timing nothing",
     )
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..reproduce import ReproduceError, ReproduceOptions, run_reproduce
+    from ..reproduce.plan import default_output, parse_subset
 
     if args.report_only:
         from ..reproduce.rerender import rerender_report
@@ -164,30 +191,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: {rerender_report(args.output)}")
         return 0
 
-    subset: int | str | None = None
-    if args.subset is not None:
-        if args.subset == "all":
-            subset = "all"
-        else:
-            try:
-                subset = int(args.subset)
-            except ValueError:
-                raise ReproduceError(
-                    f"--subset takes a number of images or 'all', got {args.subset!r}."
-                ) from None
-            if subset < 1:
-                raise ReproduceError(f"--subset must be positive, got {subset}.")
-    output = args.output
-    if output is None:
-        name = Path(str(args.dataset)).name or "data"
-        output = f"runs/reproduce-{name}" + ("-quick" if args.quick else "")
+    output = args.output or default_output(args.dataset, args.quick)
     opts = ReproduceOptions(
         output=output,
         dataset=args.dataset,
         data_dir=args.data_dir,
         quick=args.quick,
         seeds=args.seeds,
-        subset=subset,
+        methods=args.methods,
+        subset=parse_subset(args.subset),
         recipe=args.recipe,
         baseline_recipe=args.baseline_recipe,
         overrides=list(args.overrides),

@@ -92,14 +92,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..train import config_to_dict, load_config, run_training
+    from ..train.overrides import format_override
 
     overrides = list(args.overrides)
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
-    if args.device is not None:
-        overrides.append(f"runtime.device={json.dumps(args.device)}")
-    if args.max_epochs_this_run is not None:
-        overrides.append(f"runtime.max_epochs_this_run={args.max_epochs_this_run}")
+    for key, value in (
+        ("data.data_dir", args.data_dir),
+        ("runtime.device", args.device),
+        ("runtime.max_epochs_this_run", args.max_epochs_this_run),
+    ):
+        if value is not None:
+            overrides.append(format_override(key, value))
     cfg = load_config(args.config, overrides)
     if args.print_config:
         print(json.dumps(config_to_dict(cfg), indent=2))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..encoders import DEFAULT_ENCODER, check_encoder
-from ..errors import WAEError
+from ..errors import WAEError, first_line
 from ..models import OWN_KWARGS, PlainNet, WAENet
 from ..runtime import check_device, is_out_of_memory
 from . import payoff as _payoff
@@ -188,7 +188,7 @@ def _advise_on_oom(what: str, shape: Sequence[int]) -> Iterator[None]:
         cause = e.__cause__ if e.__cause__ is not None else e
         raise WAEError(
             f"Not enough memory to profile {what} on a {'x'.join(map(str, shape))} input "
-            f"({str(cause).strip().splitlines()[0]}). Use a smaller input size or batch size."
+            f"({first_line(cause)}). Use a smaller input size or batch size."
         ) from e
 
 

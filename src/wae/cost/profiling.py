@@ -247,17 +247,33 @@ def compare(
     return Comparison(
         reference=reference,
         machine=machine,
-        settings={
-            "input_shape": shape,
-            "dtype": str(dtype).replace("torch.", ""),
-            "threads": n_threads,
-            "memory_format": format_name(memory_format),
-            "min_run_time": float(min_run_time),
-            "rounds": int(rounds),
-            "warmup": int(warmup),
-            "device": str(device) if device is not None else None,
-            "latency": bool(latency),
-        },
+        settings=_settings(shape, n_threads, latency=latency, **settings),
         profiles=profiles,
         **_ratios(profiles, reference),
     )
+
+
+def _settings(
+    shape: list[int],
+    threads: int,
+    *,
+    latency: bool,
+    memory_format: str | torch.memory_format,
+    dtype: torch.dtype,
+    min_run_time: float,
+    device: torch.device | None,
+    warmup: int,
+    rounds: int,
+) -> dict[str, Any]:
+    """The "settings" entry of a :class:`Comparison` (plain JSON values)."""
+    return {
+        "input_shape": shape,
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": threads,
+        "memory_format": format_name(memory_format),
+        "min_run_time": float(min_run_time),
+        "rounds": int(rounds),
+        "warmup": int(warmup),
+        "device": str(device) if device is not None else None,
+        "latency": bool(latency),
+    }

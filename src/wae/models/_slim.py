@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import first_line
 from ._backbone import BackboneError, FeatureExtractor, _conv_like, build_features, set_in_chans
 
 __all__ = ["PRUNE_SECONDS", "quarter_width"]
@@ -212,7 +213,7 @@ def _pruned_copy(features: nn.Module, in_chans: int, divisor: int, probe_size: i
     except Exception as e:
         raise _CannotPrune(
             f"Could not build the quarter-width I_H branch of {name} with Torch-Pruning "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+            f"({first_line(e, with_type=True)})."
         ) from e
     if slim_chans * divisor > full_chans + divisor:
         raise _CannotPrune(

@@ -91,6 +91,8 @@ _KWARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     # the registry's names (absent in older checkpoints: the builders' default, "paper")
     "encoder": (_one_of(*ENCODERS), " or ".join(f'"{n}"' for n in ENCODERS)),
     "use_high": (_one_of(True, False), "true or false"),
+    # the I_H branch's width divisor (absent in older checkpoints: 4, the paper's)
+    "high_divisor": (_one_of(1, 2, 4, 8), "1, 2, 4 or 8"),
     "half": (_one_of(True, False), "true or false"),
     "drop_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),
     "drop_path_rate": (_optional(_float(0.0, 1.0)), "null or a number from 0 to 1"),

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import first_line
 from ._backbone import (
     BackboneError,
     build_features,
@@ -60,7 +61,7 @@ def _num_classes(model: nn.Module, in_chans: int, input_size: Sequence[int]) -> 
         sides, tried = runnable_sides([(model, in_chans)], input_size[0], step=16, hi=1024)
         raise BackboneError(
             f"{type(model).__name__} cannot run on {input_size[0]}x{input_size[1]} images "
-            f"({str(e).splitlines()[0]}). {size_advice(sides, input_size[0], tried, 16)}"
+            f"({first_line(e)}). {size_advice(sides, input_size[0], tried, 16)}"
         ) from e
     finally:
         model.train(was_training)

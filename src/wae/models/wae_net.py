@@ -53,6 +53,7 @@ class WAENetOutput(NamedTuple):
     s_low: torch.Tensor
     s_fused: torch.Tensor | None  # None for the I_L-alone ablation
     parts: WAEOutput
+    f_low: torch.Tensor | None = None  # the I_L network's feature map (N, C_L, h, w)
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -238,6 +239,7 @@ class WAENet(nn.Module):
         encoder: str = DEFAULT_ENCODER,
         use_high: bool = True,
         high_net: nn.Module | None = None,
+        high_divisor: int = 4,
         pretrained: bool = False,
         drop_rate: float | None = None,
         check_payoff: bool = True,
@@ -253,7 +255,9 @@ class WAENet(nn.Module):
         loss), "wavelet" (Wavelet+CNN: CDF 9/7 DWT) or a module. encoder: the learned
         decomposers' encoder by name (:data:`wae.encoders.ENCODERS`): "paper" (the default) or
         "light" (half resolution, ~50x fewer MACs). use_high=False drops the I_H branch (the
-        I_L-alone ablation). high_net overrides the automatic quarter-width copy.
+        I_L-alone ablation). high_net overrides the automatic quarter-width copy; high_divisor
+        sets its width (the backbone's channels / high_divisor; the paper's 4, 2 for a wider
+        I_H branch).
         check_payoff: count the MACs of the result and of the backbone at full resolution and
         warn (:class:`wae.PayoffWarning`) if WAE is not at least 1.5x cheaper (see
         :func:`wae.cost.check_payoff`; counted on the meta device, under a second).
@@ -262,6 +266,8 @@ class WAENet(nn.Module):
         _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", *_HEADS))
         _pair(input_size)
         _check_decomposer(decomposer, encoder)
+        if not is_count(high_divisor):
+            raise SpecError(f"high_divisor must be a positive integer, got {high_divisor!r}.")
         clf = build_classifier(
             backbone,
             num_classes=1000 if pretrained else num_classes,
@@ -271,10 +277,10 @@ class WAENet(nn.Module):
         )
         features = build_features(clf, in_chans)
         dec = _build_decomposer(decomposer, in_chans, encoder)
-        high_chans = getattr(dec, "high_chans", in_chans)
         user_high = high_net is not None  # a user's module cannot be rebuilt from a spec
         if use_high and high_net is None:
-            high_net = quarter_width(features, in_chans=high_chans)
+            high_chans = getattr(dec, "high_chans", in_chans)
+            high_net = quarter_width(features, in_chans=high_chans, divisor=high_divisor)
         if head == "auto":
             head = "vgg" if getattr(features, "family", "") == "vgg" else "linear"
         net = cls(
@@ -301,6 +307,7 @@ class WAENet(nn.Module):
                 encoder=encoder,
                 use_high=use_high,
                 drop_rate=drop_rate,
+                **({} if high_divisor == 4 else {"high_divisor": high_divisor}),
                 **backbone_kwargs,
             )
             net.wae_spec = {"builder": "wae_net", "backbone": backbone, "kwargs": kwargs}
@@ -379,7 +386,7 @@ class WAENet(nn.Module):
         feats = self.forward_branches(parts)
         self.check_maps(feats[0], x)
         s_low, s_fused = self.forward_head(feats)
-        return WAENetOutput(s_low, s_fused, parts)
+        return WAENetOutput(s_low, s_fused, parts, feats[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, H, W) -> the prediction (s_L + s_c) / 2, (N, K)."""

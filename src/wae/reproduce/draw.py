@@ -117,10 +117,17 @@ def _decompositions(
     in_chans: int,
     dataset: str,
 ) -> None:
-    """Test images, and photos, through the dataset's WAE and Decomposition+CNN."""
-    wae, enc = models["wae"], models.get("encoder")
+    """Test images, and photos, through the dataset's WAE (the distilled one's when the WAE
+    row was not run; no figure without either) and Decomposition+CNN."""
+    key = next((k for k in ("wae", "wae_kd") if k in models), None)
+    if key is None:
+        return
+    wae, enc = models[key], models.get("encoder")
     caption = figures.STRETCH_CAPTION
-    title = f"{dataset} test images: WAE (after stage 3) and Decomposition+CNN"
+    who = "WAE" if key == "wae" else "WAE + distillation"
+    title = f"{dataset} test images: {who} (after stage 3)" + (
+        " and Decomposition+CNN" if enc is not None else ""
+    )
     path = figures.decomposition_grid(
         _rows_for(wae, enc, _one_per_class(test)), fig_dir / "decomposition_dataset.png", title
     )

@@ -85,6 +85,9 @@ METHOD_STYLES: dict[str, Style] = {
     "wae_kd": Style("magenta", "*", size=13, linestyle=":"),
     "half_kd": Style("tab:gray", "s", size=11, linestyle=":"),
     "wae_light": Style("darkred", "d", size=10, linestyle=":"),
+    "wae_kd_unfrozen": Style("tab:pink", "P", size=11, linestyle=":"),
+    "wae_kd_wide": Style("indigo", "h", size=11, linestyle=":"),
+    "wae_kd_feat": Style("teal", "X", size=11, linestyle=":"),
 }
 _FALLBACK = [Style(f"C{i}", m) for i, m in enumerate("osD^vP*X<>ph")]
 

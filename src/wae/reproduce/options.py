@@ -40,6 +40,7 @@ class ReproduceOptions:
     photo_steps: int | None = None  # colour-WAE steps for the photo figure (default by mode)
     jobs: int | None = None  # seeds trained side by side (default: cores // threads)
     train_only: bool = False  # train the runs, then stop: no measurements, figures or report
+    methods: list[str] | None = None  # the rows to run (None: all; their needs are added)
 
 
 class Log:

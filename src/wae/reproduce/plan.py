@@ -7,8 +7,8 @@ configs derived (once), the status of every run directory, and the printed plan.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,10 @@ from ..models import create_model
 from ..runtime import usable_cores
 from ..train import build_datasets, load_config
 from ..train.config import TrainConfig, config_to_dict
+from ..train.overrides import format_override
 from .methods import (
     BEYOND_KEYS,
+    METHOD_KEYS,
     METHODS,
     Derivation,
     Plan,
@@ -32,6 +34,7 @@ from .methods import (
     estimate_seconds,
     plain_names,
     resolve_recipe,
+    select_methods,
 )
 from .options import NOISE_VARS, QUICK_OVERRIDES, Log, ReproduceOptions
 from .rundirs import run_dir, run_status
@@ -41,7 +44,9 @@ __all__ = [
     "SeedConfigs",
     "Setup",
     "check_unchanged",
+    "default_output",
     "make_plan",
+    "parse_subset",
     "prepare",
     "print_plan",
     "resolve_jobs",
@@ -60,6 +65,7 @@ class SeedConfigs:
     seed: int
     configs: dict[str, dict[str, Any]]
     derivation: Derivation
+    methods: tuple[str, ...] = METHOD_KEYS  # the rows to run (the plan's)
 
 
 @dataclass
@@ -87,7 +93,10 @@ def prepare(opts: ReproduceOptions, log: Log) -> Setup:
     out = Path(opts.output).expanduser().absolute()
     plan, wae_cfg, base_cfg, info = make_plan(opts, log)
     target = wae_macs(wae_cfg, info["num_classes"], info["in_chans"], info["input_size"])
-    seeds = {s: seed_configs(out, wae_cfg, base_cfg, s, opts.quick, target) for s in plan.seeds}
+    seeds = {
+        s: seed_configs(out, wae_cfg, base_cfg, s, opts.quick, target, plan.methods)
+        for s in plan.seeds
+    }
     plan.status, changed = _statuses(out, seeds)
     print_plan(plan, plan.status, log, out)
     if changed and not opts.retrain_changed:
@@ -125,9 +134,33 @@ def _statuses(
             statuses.setdefault(key, {})[s] = st
             if st == "changed":
                 changed.append(f"{key} seed {s}: " + "; ".join(diff[:4]))
-        statuses.setdefault("wae_noft", {})[s] = "from wae"
-        statuses.setdefault("taylor", {}).setdefault(s, "after full")
+        if "wae_noft" in sc.methods:
+            statuses.setdefault("wae_noft", {})[s] = "from wae"
+        if "taylor" in sc.methods:
+            statuses.setdefault("taylor", {}).setdefault(s, "after full")
     return statuses, changed
+
+
+def parse_subset(subset: int | str | None) -> int | str | None:
+    """``--subset`` (the training subset): a positive number of images (an int, or its text),
+    "all", or None (not given: the recipe's, else fitted to the budget)."""
+    if subset is None or subset == "all":
+        return subset
+    try:
+        n = int(subset)
+    except (TypeError, ValueError):
+        raise ReproduceError(
+            f"--subset takes a number of images or 'all', got {subset!r}."
+        ) from None
+    if n < 1:
+        raise ReproduceError(f"--subset must be positive, got {n}.")
+    return n
+
+
+def default_output(dataset: str | os.PathLike[str], quick: bool = False) -> str:
+    """Where a reproduction goes without ``-o``: runs/reproduce-<dataset's name>[-quick]."""
+    name = Path(str(dataset)).name or "data"
+    return f"runs/reproduce-{name}" + ("-quick" if quick else "")
 
 
 def _load_inputs(opts: ReproduceOptions) -> tuple[TrainConfig, TrainConfig, Any, Any]:
@@ -136,17 +169,18 @@ def _load_inputs(opts: ReproduceOptions) -> tuple[TrainConfig, TrainConfig, Any,
     recipe = resolve_recipe(opts.recipe, wae_default)
     base_recipe = resolve_recipe(opts.baseline_recipe, base_default)
     ov = [
-        f"data.dataset={json.dumps(str(opts.dataset))}",
-        'eval.split="test"',
-        f"eval.noise_vars={json.dumps(NOISE_VARS)}",
-        f"runtime.verbose={'true' if opts.verbose else 'false'}",
+        format_override("data.dataset", str(opts.dataset)),
+        format_override("eval.split", "test"),
+        format_override("eval.noise_vars", NOISE_VARS),
+        format_override("runtime.verbose", bool(opts.verbose)),
     ]
     if opts.data_dir is not None:
-        ov.append(f"data.data_dir={json.dumps(str(opts.data_dir))}")
+        ov.append(format_override("data.data_dir", str(opts.data_dir)))
     if opts.quick:
         ov += QUICK_OVERRIDES
-    if opts.subset is not None:
-        ov.append("data.subset=none" if opts.subset == "all" else f"data.subset={int(opts.subset)}")
+    subset = parse_subset(opts.subset)
+    if subset is not None:
+        ov.append(format_override("data.subset", None if subset == "all" else subset))
     ov += list(opts.overrides)  # the user's --set wins
     wae_cfg = load_config(recipe, ov)
     base_cfg = load_config(base_recipe)
@@ -230,6 +264,7 @@ def _fit_subset(
 
 def make_plan(opts: ReproduceOptions, log: Log) -> tuple[Plan, TrainConfig, TrainConfig, dict]:
     """Decide subset, seeds and budgets; returns (plan, WAE config, baseline config, info)."""
+    methods = select_methods(opts.methods)
     wae_cfg, base_cfg, recipe, base_recipe = _load_inputs(opts)
     seeds = list(opts.seeds) if opts.seeds else ([0] if opts.quick else [0, 1])
     jobs = resolve_jobs(opts, len(seeds))
@@ -248,10 +283,12 @@ def make_plan(opts: ReproduceOptions, log: Log) -> tuple[Plan, TrainConfig, Trai
     d = wae_cfg.data
     n_all = min(d.subset, len(full_train)) if d.subset else len(full_train)
     n_val = int(math.floor(n_all * d.val_fraction)) if d.val_fraction > 0 else 0
-    configs = _placeholder_configs(wae_cfg, base_cfg, opts.quick)
+    every = _placeholder_configs(wae_cfg, base_cfg, opts.quick)
+    configs = {k: c for k, c in every.items() if k in methods}
     est = estimate_seconds(
         configs, n_all - n_val, n_val, len(test), seeds=len(seeds), quick=opts.quick
     )
+    est = {k: t for k, t in est.items() if k in methods or k == "fixed"}
     plan = Plan(
         seeds=seeds,
         subset=d.subset,
@@ -260,13 +297,14 @@ def make_plan(opts: ReproduceOptions, log: Log) -> tuple[Plan, TrainConfig, Trai
         n_val=n_val if n_val else len(test),
         n_test=len(test),
         # What the classifiers actually get (1 in quick mode).
-        classifier_epochs=configs["full"]["stages"][0]["epochs"],
+        classifier_epochs=every["full"]["stages"][0]["epochs"],
         stages={
             k: [{"name": s["name"], "epochs": s["epochs"]} for s in c["stages"]]
             for k, c in configs.items()
         },
         estimate_s=est,
         jobs=jobs,
+        methods=methods,
     )
     info = {
         "recipe": str(recipe),
@@ -285,19 +323,20 @@ def seed_configs(
     seed: int,
     quick: bool,
     target_macs: float,
+    methods: tuple[str, ...] = METHOD_KEYS,
 ) -> SeedConfigs:
-    """The configs of one seed that are known before training (the pruned network's only if
-    its pruning is already on disk)."""
+    """The configs of one seed's `methods` that are known before training (the pruned
+    network's only if its pruning is already on disk)."""
     seeded = load_config(wae_cfg, [f"seed={seed}"])
     d = Derivation.of(seeded, base_cfg, seed=seed, quick=quick)
     cfgs = d.configs()
     cfgs["il"] = d.il(str(il_init_dir(out, cfgs["wae"], seed)))
     teacher = str(kd_teacher_dir(out, cfgs["full"], seed))
-    cfgs["wae_kd"], cfgs["half_kd"] = d.wae_kd(teacher), d.half_kd(teacher)
+    cfgs.update(d.taught(teacher))
     pruned = read_pruned(pruned_dir(out, cfgs["full"], seed, target_macs, grad_batches(quick)))
     if pruned:
         cfgs["taylor"] = d.taylor(pruned[0])
-    return SeedConfigs(seed, cfgs, d)
+    return SeedConfigs(seed, {k: c for k, c in cfgs.items() if k in methods}, d, methods)
 
 
 def wae_macs(wae_cfg: TrainConfig, num_classes: int, in_chans: int, input_size: int) -> float:
@@ -323,12 +362,15 @@ def print_plan(plan: Plan, statuses: dict[str, dict[int, str]], log: Log, out: P
         f"data: {sub}: {plan.n_train} train / {plan.n_val} val images, {plan.n_test} test "
         f"images; every classifier trains E_c = {plan.classifier_epochs} epochs"
     )
+    w = max(10, *(len(k) for k in plan.methods))  # the key column fits the longest key
     log(
-        f"{'method':<10} {'stages (epochs)':<44} "
+        f"{'method':<{w}} {'stages (epochs)':<44} "
         + " ".join(f"seed{s:<7}" for s in plan.seeds)
         + " est. min"
     )
     for m in METHODS:
+        if m.key not in plan.methods:
+            continue
         st = plan.stages.get(m.key)
         desc = (
             " + ".join(f"{s['name']} {s['epochs']}" for s in st)
@@ -336,12 +378,14 @@ def print_plan(plan: Plan, statuses: dict[str, dict[int, str]], log: Log, out: P
             else "stage-2 checkpoint of the WAE run"
         )
         cells = " ".join(f"{statuses.get(m.key, {}).get(s, '-'):<11}" for s in plan.seeds)
-        log(f"{m.key:<10} {desc:<44} {cells} {plan.estimate_s.get(m.key, 0) / 60:6.1f}")
-    log(
-        f"{', '.join(BEYOND_KEYS)}: beyond the paper (knowledge distillation from the trained "
-        f"full network; the light encoder); an automatic subset is fitted to the budget "
-        f"without them"
-    )
+        log(f"{m.key:<{w}} {desc:<44} {cells} {plan.estimate_s.get(m.key, 0) / 60:6.1f}")
+    beyond = [k for k in BEYOND_KEYS if k in plan.methods]
+    if beyond:
+        log(
+            f"{', '.join(beyond)}: beyond the paper (knowledge distillation from the trained "
+            f"full network; the light encoder); an automatic subset is fitted to the budget "
+            f"without them"
+        )
     if plan.jobs > 1:
         log(f"the seeds train side by side in {plan.jobs} processes (--jobs)")
     log(

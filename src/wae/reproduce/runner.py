@@ -25,12 +25,12 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_write_json, load_model, read_meta
+from ..checkpoint import atomic_write_json, load_model
 from ..cost import machine_info
 from ..data import CUE_FEATURES, trivial_cue_accuracy
 from ..runlock import RunLock
 from ..runtime import describe_precision
-from ..train import build_datasets, rundir
+from ..train import build_datasets
 from ..train.config import config_to_dict
 from .analysis import decomposition_table
 from .draw import draw_figures
@@ -121,7 +121,7 @@ def _work(setup: Setup, log: Log, t_start: float) -> dict[str, Any]:
     with _timed(timing, "cost"):
         models, cost, in_chans = _cost(setup, methods, log)
     with _timed(timing, "decomposition"):
-        test = build_datasets(setup.seeds[setup.first].configs["wae"], ["test"])["test"]
+        test = build_datasets(_data_cfg(setup), ["test"])["test"]
         decomposition = _analyse(setup, models, test)
     with _timed(timing, "trivial_cue"):
         cue = _trivial_cue(setup, test)
@@ -174,8 +174,7 @@ def _cost(
     """(the first seed's models, their cost, input channels); adds each method's cost to
     its row of `methods`."""
     models = load_models(setup.out, list(methods), setup.first)
-    meta = read_meta(run_dir(setup.out, "wae", setup.first) / rundir.FINAL)["meta"]
-    in_chans, size = meta["in_chans"], meta["input_size"]
+    in_chans, size = setup.info["in_chans"], setup.info["input_size"]
     opts = setup.opts
     cost = time_models(models, size, in_chans, latency=opts.latency, quick=opts.quick, log=log)
     add_cost(methods, cost, models)
@@ -197,21 +196,30 @@ def _header(setup: Setup, num_test: int) -> dict[str, Any]:
     }
 
 
+def _data_cfg(setup: Setup) -> dict[str, Any]:
+    """A run config of the first seed (every method has the same data and evaluation)."""
+    cfgs = setup.seeds[setup.first].configs
+    return cfgs.get("wae") or next(iter(cfgs.values()))
+
+
 def _analyse(setup: Setup, models: dict[str, Any], test: Any) -> dict[str, Any]:
     """What I_H carries, in the first seed's WAE after stage 1 and after stage 3, over the
-    first test images."""
+    first test images (the distilled WAE's when the WAE row was not run; empty without
+    either)."""
+    key = next((k for k in ("wae", "wae_kd") if k in models), None)
+    if key is None:
+        return {}
     n_img = min(len(test), 200 if setup.opts.quick else 2000)
     images = torch.stack([test[i][0] for i in range(n_img)])
-    wae_s1, _ = load_model(run_dir(setup.out, "wae", setup.first) / "stage1")
-    return decomposition_table(wae_s1.wae, models["wae"].wae, images)
+    wae_s1, _ = load_model(run_dir(setup.out, key, setup.first) / "stage1")
+    return decomposition_table(wae_s1.wae, models[key].wae, images)
 
 
 def _trivial_cue(setup: Setup, test: Any) -> dict[str, Any]:
     """Test top-1 of a logistic regression on each image's mean, standard deviation and ink
     fraction, trained on the first seed's training images as they are (no augmentation),
     chance, and the features it saw."""
-    cfg = setup.seeds[setup.first].configs["wae"]
-    train = build_datasets(cfg, ["train"], augment=False)["train"]
+    train = build_datasets(_data_cfg(setup), ["train"], augment=False)["train"]
     return {
         "top1": trivial_cue_accuracy(train, test),
         "chance": 100.0 / setup.info["num_classes"],

@@ -26,7 +26,7 @@ import torch
 
 from ..checkpoint import atomic_write_json, read_meta
 from ..train import evaluate_checkpoint, run_training
-from .methods import METHODS, ReproduceError, budget_text
+from .methods import METHODS, TAUGHT_KEYS, ReproduceError, budget_text
 from .options import Log
 from .plan import SeedConfigs, Setup
 from .rundirs import run_dir, run_status
@@ -55,6 +55,9 @@ TRAIN_ORDER = (
     "wae_kd",
     "half_kd",
     "wae_light",
+    "wae_kd_unfrozen",
+    "wae_kd_wide",
+    "wae_kd_feat",
 )
 LABELS = {m.key: m.label for m in METHODS}
 
@@ -141,6 +144,8 @@ def train_seed(job: SeedJob, log: Callable[[str], None]) -> SeedResult:
     res = SeedResult(job.seed)
     cfgs = job.configs.configs
     for key in TRAIN_ORDER:
+        if key not in job.configs.methods:
+            continue
         if key == "il":
             make_il_init(
                 run_dir(job.out, "wae", job.seed), cfgs["il"], Path(cfgs["il"]["model"]["init"])
@@ -148,13 +153,13 @@ def train_seed(job: SeedJob, log: Callable[[str], None]) -> SeedResult:
             _train_method(job, res, "il", cfgs["il"], log)
         elif key == "taylor":
             _train_method(job, res, "taylor", _prune(job, res, log), log)
-        elif key in ("wae_kd", "half_kd"):
+        elif key in TAUGHT_KEYS:
             teacher = Path(cfgs[key]["teacher"]["checkpoint"])
             make_kd_teacher(run_dir(job.out, "full", job.seed), teacher)
             _train_method(job, res, key, cfgs[key], log)
         else:
             _train_method(job, res, key, cfgs[key], log)
-            if key == "wae":
+            if key == "wae" and "wae_noft" in job.configs.methods:
                 _add_stage2(job, res, log)
     return res
 

@@ -23,6 +23,7 @@ from ..checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from ..errors import first_line
 from ..models import PlainNet, WAENet
 from ..models.trained import init_from_trained, spec_backbone
 from . import rundir
@@ -220,7 +221,7 @@ def load_weights(ctx: RunContext, directory: Path, what: str) -> dict[str, Any]:
     try:
         ctx.model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        first = first_line(e)
         raise CheckpointError(
             f"The {what} {directory} does not fit {ctx.cfg.model.name!r} with "
             f"{ctx.cfg.model.kwargs or 'default arguments'} ({first}). It holds a "
@@ -251,7 +252,7 @@ def load_init(ctx: RunContext, directory: Path) -> None:
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(
             f"The model.init checkpoint {directory} holds a trained network that "
-            f"{ctx.cfg.model.name!r} cannot start from ({str(e).splitlines()[0]}). Build the "
+            f"{ctx.cfg.model.name!r} cannot start from ({first_line(e)}). Build the "
             f"model from the same backbone and arguments as the trained network."
         ) from e
     what = "; ".join(f"{k}: {v}" for k, v in report.items())

@@ -367,7 +367,7 @@ def load_config(
     else:
         try:
             raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, RecursionError) as e:
             raise ConfigError(f"{source} is not valid TOML: {e}. Fix the file.") from e
     if not raw.get("name"):
         raw["name"] = name
@@ -378,7 +378,7 @@ def _run_config(text: str, source: str | os.PathLike[str]) -> dict[str, Any]:
     """The resolved config inside a run's config.json (``{"config": {...}, ...}``)."""
     try:
         doc = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting too deep to parse
         raise ConfigError(f"{source} is not valid JSON: {e}. Fix the file.") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise ConfigError(

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import energy_loss, reconstruction_loss
-from ..distill import distillation_loss
+from ..distill import distillation_loss, feature_distillation_loss, teacher_outputs
 from ..models import WAENet, classification_loss
 from .config import StageConfig, TeacherConfig
 
@@ -59,12 +59,20 @@ class StageModule(nn.Module):
         self.lam, self.reduction = stage.lam, stage.reduction
         self.label_smoothing = stage.label_smoothing
 
-    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits (N, K) for the full-resolution batch, without gradient."""
-        teacher = self._teacher[0]
-        teacher.eval()  # its BatchNorm statistics never move
-        with torch.no_grad():
-            return teacher(x).float()
+    def _distill(self, x: torch.Tensor, out: object, terms: dict[str, torch.Tensor]) -> None:
+        """Adds the distillation terms: the teacher's soft targets and, with the
+        feature_distillation loss, its last feature map for the I_L network's."""
+        t = self.teacher_cfg
+        feats = self.weights.get("feature_distillation", 0.0) > 0
+        if feats and not self.is_wae:
+            raise ValueError("feature distillation needs a WAENet student (its I_L features)")
+        logits, f_t = teacher_outputs(self._teacher[0], x, features=feats)
+        if "distillation" in self.weights:
+            terms["distillation"] = distillation_loss(
+                out, logits, temperature=t.temperature, heads=t.heads
+            )
+        if feats:
+            terms["feature_distillation"] = feature_distillation_loss(out.f_low, f_t)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor
@@ -89,10 +97,7 @@ class StageModule(nn.Module):
                 logits, y, label_smoothing=self.label_smoothing
             )
         if self.distill:
-            t = self.teacher_cfg
-            terms["distillation"] = distillation_loss(
-                out, self._teacher_logits(x), temperature=t.temperature, heads=t.heads
-            )
+            self._distill(x, out, terms)
         if self.decode:
             xf = x.float()
             rec = reconstruction_loss(xf, parts.recon.float(), self.reduction)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .schema import ConfigError, StageConfig, TrainConfig, field_types, unknown_key
 
-__all__ = ["apply_overrides", "parse_override"]
+__all__ = ["apply_overrides", "format_override", "parse_override"]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -39,6 +39,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             except ValueError:
                 pass
     return key.split("."), value
+
+
+def format_override(key: str, value: Any) -> str:
+    """``KEY=VALUE`` that :func:`parse_override` reads back as exactly `value`: the one way a
+    command-line flag (``--data-dir``, ``--device``, ...) becomes a config override. A string
+    is written as a quoted TOML string, so ``--data-dir 2024`` stays the folder "2024" (not the
+    integer 2024) and ``--data-dir none`` the folder "none"; None is ``none`` (unset)."""
+    return f"{key}={'none' if value is None else _toml_value(value)}"
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal of a string, bool, int, float or list of these."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if not isinstance(value, str):
+        raise TypeError(f"Cannot write {type(value).__name__} {value!r} as a config override.")
+    # A TOML basic string: quote and backslash escaped, every control character as \uXXXX.
+    body = "".join(
+        "\\" + ch if ch in '"\\' else f"\\u{ord(ch):04x}" if ch < " " or ch == "\x7f" else ch
+        for ch in value
+    )
+    return f'"{body}"'
 
 
 def _stage_index(stages: list[Any], token: str, text: str) -> int:

@@ -37,7 +37,9 @@ __all__ = [
     "unknown_key",
 ]
 
-LOSS_NAMES = ("classification", "transform", "distillation")
+LOSS_NAMES = ("classification", "transform", "distillation", "feature_distillation")
+#: The losses that need the teacher's forward.
+TEACHER_LOSSES = ("distillation", "feature_distillation")
 
 
 class ConfigError(WAEError, ValueError):
@@ -190,12 +192,13 @@ class StageConfig:
     @property
     def classify(self) -> bool:
         """Whether the classifier runs (a transform-only stage trains the WAE alone)."""
-        return any(self.losses.get(k, 0.0) > 0 for k in ("classification", "distillation"))
+        return any(self.losses.get(k, 0.0) > 0 for k in ("classification", *TEACHER_LOSSES))
 
     @property
     def distill(self) -> bool:
-        """Whether the teacher runs (the distillation loss learns from its logits)."""
-        return self.losses.get("distillation", 0.0) > 0
+        """Whether the teacher runs (the distillation losses learn from its logits or its
+        feature map)."""
+        return any(self.losses.get(k, 0.0) > 0 for k in TEACHER_LOSSES)
 
     @property
     def decode(self) -> bool:
