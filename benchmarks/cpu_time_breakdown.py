@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from wae import cost
-from wae.bench import build_models, wae_parts
+from wae.apps.bench import build_models, wae_parts
 from wae.export import export_module, export_onnx, onnx_session
 from wae.optimize import optimize_for_inference
 

@@ -1,7 +1,7 @@
 """Training throughput of every `wae reproduce` method, for its time estimate.
 
 `wae reproduce` picks the largest training subset whose *estimated* time fits its budget; the
-estimate uses nominal images-per-second figures (``wae.reproduce.methods._TRAIN_RATE`` and
+estimate uses nominal images-per-second figures (``wae.apps.reproduce.budget._TRAIN_RATE`` and
 ``_EVAL_RATE``). This script measures them on the current machine with the real engine: each
 method's stages, built from the repository's recipes, train for one short epoch on a
 Fashion-MNIST subset (the first epoch of each stage is discarded as warm-up), one thread.
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
+from wae.apps.reproduce.methods import derive_configs, recipe_source
 from wae.cost import machine_info
 from wae.data import build_dataset
 from wae.models import create_model
-from wae.reproduce.methods import derive_configs, resolve_recipe
 from wae.train import load_config, run_training
 
 
@@ -67,8 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets = [f"model.kwargs.width={args.width}"] if args.width else []
-    wae_cfg = load_config(resolve_recipe(None, "fashion_mnist.toml"), sets)
-    base_cfg = load_config(resolve_recipe(None, "fashion_mnist_baseline.toml"))
+    wae_cfg = load_config(recipe_source(None, "fashion_mnist.toml"), sets)
+    base_cfg = load_config(recipe_source(None, "fashion_mnist_baseline.toml"))
     build_dataset("fashion-mnist", "train")  # fail early, with the data layer's message
     cfgs = derive_configs(wae_cfg, base_cfg, seed=0)
     cfgs.pop("il", None)  # I_L alone trains like WAE's stage 2 (frozen WAE, same network)

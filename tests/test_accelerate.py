@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import assert_clean_error, tree_digest
-from wae.accelerate import AccelerateError, check_payoff, student_configs
+from wae.apps.accelerate import AccelerateError, check_payoff, student_configs
 from wae.data import DEFAULT_FASHION_MNIST_DIR
 from wae.models import PlainNet
 from wae.train import ConfigError, load_config, run_training

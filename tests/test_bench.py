@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import wae
-from wae.bench import format_parts_markdown, time_parts, wae_parts
+from wae.apps.bench import format_parts_markdown, time_parts, wae_parts
 from wae.cli import build_parser, main
 from wae.models import WAENet
 from wae.optimize import FusedConv2d, OptimizeError, WAEInference, optimize_for_inference
@@ -162,7 +162,7 @@ def test_optimize_check_raises() -> None:
 
 
 def test_report_says_what_the_cpu_offers_low_precision() -> None:
-    from wae.bench.report import _features_line
+    from wae.apps.bench.report import _features_line
 
     assert "none of AMX" in _features_line({"flags": [], "capability": "AVX2"})
     assert "amx_bf16" in _features_line({"flags": ["amx_bf16"], "capability": "AVX512"})

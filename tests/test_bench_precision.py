@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from wae.bench import format_markdown
+from wae.apps.bench import format_markdown
 from wae.cli import main
 from wae.models import create_model
 from wae.models.plain import HalfResize

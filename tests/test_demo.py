@@ -71,7 +71,7 @@ def test_demo_checks_the_students_overrides_before_training(
 
 
 def test_demo_trains_every_run_in_the_recipes_precision_and_says_which(tmp_path: Path) -> None:
-    from wae import accelerate, demo
+    from wae.apps import accelerate, demo
     from wae.train import load_config
 
     base = load_config(demo.BASELINE_RECIPE)

@@ -302,7 +302,7 @@ def test_cli_profile_encoder(run_cli, capsys) -> None:
 
 
 def test_bench_builds_the_chosen_encoder(run_cli, tmp_path: Path) -> None:
-    from wae.bench import build_models, wae_parts
+    from wae.apps.bench import build_models, wae_parts
 
     models, info = build_models("small_vgg_28", encoder="light")
     assert info["encoder"] == "light" and isinstance(models["wae"].wae.encoder, LightEncoder)
@@ -316,7 +316,7 @@ def test_bench_builds_the_chosen_encoder(run_cli, tmp_path: Path) -> None:
 
 
 def test_accelerate_students_take_the_encoder(tmp_path: Path, run_cli) -> None:
-    from wae import accelerate
+    from wae.apps import accelerate
 
     doc = accelerate.teacher_doc_from_config(load_config("fashion_mnist_baseline"))
     light = accelerate.student_configs(tmp_path / "t", [], doc=doc, encoder="light")

@@ -190,7 +190,7 @@ def test_cli_export_model_and_checkpoint(
 
     # A failing parity check exits 2 with a message and leaves no file behind. (The ONNX file
     # is made to come from other weights: a negative --atol is now refused up front.)
-    import wae.export_checkpoint as service
+    import wae.apps.export_checkpoint as service
 
     other = wae.create_model("small_vgg_28_full").eval()  # different weights: ORT disagrees
     real = service.export_onnx

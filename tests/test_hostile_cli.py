@@ -262,7 +262,7 @@ def _export(tmp: Path, **kw):
 
 
 def _checkpoint_export(ckpt: Path, tmp: Path, **kw):
-    from wae.export_checkpoint import export_checkpoint
+    from wae.apps.export_checkpoint import export_checkpoint
 
     return lambda: export_checkpoint(ckpt, output=tmp / "m.onnx", **kw)
 
@@ -283,7 +283,7 @@ def _evaluate(ckpt: Path, **kw):
 
 
 def _bench(**kw):
-    from wae.bench import run_bench
+    from wae.apps.bench import run_bench
 
     settings = dict(batch_sizes=[1], threads=[1], backends=["eager"], min_run_time=0.01)
     return lambda: run_bench(["small_vgg_28"], **{**settings, "rounds": 1, "warmup": 0, **kw})

@@ -233,7 +233,7 @@ def _take_lock(path: str) -> int:
 def test_seed_workers_lock_run_dirs_under_the_parents_lock(tmp_path):
     """`wae reproduce` holds OUT while its seed processes take OUT/runs/<method>/seed<s>:
     different locks, no wait (a held lock is refused at once, never waited for)."""
-    from wae.reproduce.training import run_in_processes
+    from wae.apps.reproduce.training import run_in_processes
 
     dirs = {s: str(tmp_path / "runs" / "wae" / f"seed{s}") for s in (0, 1)}
     with RunLock(tmp_path, "wae reproduce"):

@@ -15,10 +15,10 @@ from torch.utils.data import TensorDataset
 
 import wae
 from conftest import assert_clean_error
+from wae.apps.export_checkpoint import export_checkpoint
 from wae.checkpoint import save_checkpoint
 from wae.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
 from wae.export import ExportError, export_onnx, onnx_metadata, onnx_session, ort_run
-from wae.export_checkpoint import export_checkpoint
 from wae.quantize import (
     QuantizeError,
     calibration_images,

@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from wae.accelerate import kd_settings
-from wae.checkpoint import load_checkpoint, load_model, save_checkpoint
-from wae.cli import build_parser
-from wae.cost import count_ops
-from wae.data import DEFAULT_FASHION_MNIST_DIR
-from wae.models import WAENet, create_model
-from wae.models.pruned import changed_shapes
-from wae.models.trained import init_from_trained
-from wae.reproduce import (
+from wae.apps.accelerate import kd_settings
+from wae.apps.reproduce import (
     PAPER,
     ReproduceOptions,
     claims,
@@ -28,31 +21,36 @@ from wae.reproduce import (
     run_reproduce,
     training,
 )
-from wae.reproduce.analysis import decomposition_stats
-from wae.reproduce.measure import aggregate
-from wae.reproduce.methods import (
+from wae.apps.reproduce.analysis import decomposition_stats
+from wae.apps.reproduce.budget import auto_subset, estimate_seconds, wall_seconds
+from wae.apps.reproduce.measure import aggregate
+from wae.apps.reproduce.methods import (
     BEYOND_KEYS,
     FEATURE_KD_WEIGHT,
     METHOD_KEYS,
     METHODS,
     ReproduceError,
-    auto_subset,
     classifier_epochs,
     default_recipes,
     derive_configs,
-    estimate_seconds,
-    resolve_recipe,
+    recipe_source,
     select_methods,
     split_stages,
-    wall_seconds,
 )
-from wae.reproduce.plan import SeedConfigs, resolve_jobs, seed_configs
-from wae.reproduce.pruning import taylor_prune
-from wae.reproduce.report import write_report
-from wae.reproduce.rundirs import run_status
-from wae.reproduce.starts import kd_teacher_dir, make_il_init, make_kd_teacher
-from wae.reproduce.training import eval_stage2, run_in_processes
-from wae.reproduce.verdicts import se_diff, verdict
+from wae.apps.reproduce.plan import SeedConfigs, resolve_jobs, seed_configs
+from wae.apps.reproduce.pruning import taylor_prune
+from wae.apps.reproduce.report import write_report
+from wae.apps.reproduce.rundirs import run_status
+from wae.apps.reproduce.starts import kd_teacher_dir, make_il_init, make_kd_teacher
+from wae.apps.reproduce.training import eval_stage2, run_in_processes
+from wae.apps.reproduce.verdicts import se_diff, verdict
+from wae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from wae.cli import build_parser
+from wae.cost import count_ops
+from wae.data import DEFAULT_FASHION_MNIST_DIR
+from wae.models import WAENet, create_model
+from wae.models.pruned import changed_shapes
+from wae.models.trained import init_from_trained
 from wae.train import build_datasets, evaluate, load_config
 from wae.train.config import StageConfig, TeacherConfig, config_to_dict, fingerprint
 from wae.train.engine import StageModule
@@ -69,8 +67,8 @@ DIMS = dict(num_classes=10, in_chans=1, input_size=28)
 @pytest.fixture(scope="module")
 def recipes():
     """The repository's recipes, read now (they are being tuned), at width 8."""
-    wae_cfg = load_config(resolve_recipe(None, "fashion_mnist.toml"), ["model.kwargs.width=8"])
-    base_cfg = load_config(resolve_recipe(None, "fashion_mnist_baseline.toml"))
+    wae_cfg = load_config(recipe_source(None, "fashion_mnist.toml"), ["model.kwargs.width=8"])
+    base_cfg = load_config(recipe_source(None, "fashion_mnist_baseline.toml"))
     return wae_cfg, base_cfg
 
 
@@ -241,13 +239,13 @@ def test_decomposition_stats():
 
 
 def test_recipes_are_found_in_the_package(tmp_path):
-    assert resolve_recipe(None, "fashion_mnist.toml") == "fashion_mnist"  # by name
-    assert load_config(resolve_recipe(None, "fashion_mnist_baseline.toml")).stages
+    assert recipe_source(None, "fashion_mnist.toml") == "fashion_mnist"  # by name
+    assert load_config(recipe_source(None, "fashion_mnist_baseline.toml")).stages
     assert (
-        resolve_recipe(str(tmp_path / "mine.toml"), "fashion_mnist.toml") == tmp_path / "mine.toml"
+        recipe_source(str(tmp_path / "mine.toml"), "fashion_mnist.toml") == tmp_path / "mine.toml"
     )
     with pytest.raises(ReproduceError, match="packaged recipe"):
-        resolve_recipe(None, "no_such_recipe.toml")
+        recipe_source(None, "no_such_recipe.toml")
 
 
 def test_seed_configs_are_derived_once(tmp_path, recipes):
@@ -420,17 +418,17 @@ def test_textures_recipes_are_the_default_for_skimage_textures():
     assert default_recipes("skimage-textures-64") == ("textures.toml", "textures_baseline.toml")
     assert default_recipes("fashion-mnist")[0] == "fashion_mnist.toml"
     assert default_recipes("/data/faces")[0] == "fashion_mnist.toml"
-    wae_cfg = load_config(resolve_recipe(None, "textures.toml"))
-    base_cfg = load_config(resolve_recipe(None, "textures_baseline.toml"))
+    wae_cfg = load_config(recipe_source(None, "textures.toml"))
+    base_cfg = load_config(recipe_source(None, "textures_baseline.toml"))
     cfgs = derive_configs(wae_cfg, base_cfg, seed=0)
     # The registered 64-px family: every method on the same backbone and patches.
     assert cfgs["full"]["model"]["name"] == "small_vgg_64_full"
     assert cfgs["half"]["model"]["name"] == "small_vgg_64_half"
     assert {c["data"]["dataset"] for c in cfgs.values()} == {"skimage-textures"}
     # A 64x64 image costs (64 / 28)**2 as much as a 28x28 one: so does the estimate.
-    fm = load_config(resolve_recipe(None, "fashion_mnist.toml"), ["model.kwargs.width=16"])
+    fm = load_config(recipe_source(None, "fashion_mnist.toml"), ["model.kwargs.width=16"])
     fm_cfgs = derive_configs(
-        fm, load_config(resolve_recipe(None, "fashion_mnist_baseline.toml")), seed=0
+        fm, load_config(recipe_source(None, "fashion_mnist_baseline.toml")), seed=0
     )
     tex = estimate_seconds({"full": cfgs["full"]}, 1000, 0, 0)["full"]
     fm_s = estimate_seconds({"full": fm_cfgs["full"]}, 1000, 0, 0)["full"]
@@ -445,8 +443,8 @@ def test_textures_recipes_are_the_default_for_skimage_textures():
 
 def test_fonts_recipes_derive_every_method_unflipped():
     assert default_recipes("fonts-64,train=4000") == ("fonts.toml", "fonts_baseline.toml")
-    wae_cfg = load_config(resolve_recipe(None, "fonts.toml"))
-    base_cfg = load_config(resolve_recipe(None, "fonts_baseline.toml"))
+    wae_cfg = load_config(recipe_source(None, "fonts.toml"))
+    base_cfg = load_config(recipe_source(None, "fonts_baseline.toml"))
     cfgs = derive_configs(wae_cfg, base_cfg, seed=0)
     assert cfgs["full"]["model"]["name"] == "small_vgg_64_full"
     assert cfgs["half"]["model"]["name"] == "small_vgg_64_half"
@@ -819,7 +817,7 @@ def test_quick_end_to_end(tmp_path):
 def test_every_run_of_a_method_records_its_training_precision(tmp_path, recipes, monkeypatch):
     """A method's run (trained now, or reused: results.json) gives the precision it trained
     in; the report's notes say it, with the reason when "auto" fell back to fp32."""
-    from wae.reproduce import runner
+    from wae.apps.reproduce import runner
     from wae.runtime import describe_precision
 
     wae_cfg, base_cfg = recipes

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-import wae.bench.service as bench_service
-from wae import bench
+import wae.apps.bench.service as bench_service
+from wae.apps import bench
+from wae.apps.reproduce.plan import default_output, parse_subset
 from wae.cli import CommandHelpFormatter, build_parser, main
 from wae.encoders import DEFAULT_ENCODER
 from wae.errors import WAEError
-from wae.reproduce.plan import default_output, parse_subset
 from wae.train import load_config
 from wae.train.overrides import format_override, parse_override
 
@@ -247,10 +247,10 @@ def test_default_output() -> None:
 def test_reproduce_cli_hands_the_service_its_choices(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import wae.reproduce
+    import wae.apps.reproduce
 
     seen = []
-    monkeypatch.setattr(wae.reproduce, "run_reproduce", seen.append)
+    monkeypatch.setattr(wae.apps.reproduce, "run_reproduce", seen.append)
     assert main(["reproduce", "--quick", "--subset", "1000", "--plan"]) == 0
     (opts,) = seen
     assert opts.output == "runs/reproduce-fashion-mnist-quick" and opts.subset == 1000

@@ -37,6 +37,7 @@ __all__ = [
     "WaveletAutoEncoder",
     "FixedNorm",
     "transform_loss",
+    "transform_loss_terms",
     "reconstruction_loss",
     "energy_loss",
 ]
@@ -325,6 +326,14 @@ def transform_loss(
     reduction="sum" sums them per image and averages over the batch, as the paper's norms
     do (use it with the paper's tiny learning rates).
     """
+    return transform_loss_terms(x, parts, lam, reduction)["transform"]
+
+
+def transform_loss_terms(
+    x: torch.Tensor, parts: WAEOutput, lam: float = 1.0, reduction: str = "mean"
+) -> dict[str, torch.Tensor]:
+    """:func:`transform_loss` with its parts: {"reconstruction": l_r, "energy": l_e,
+    "transform": l_r + lam * l_e} (what training logs)."""
     if parts.recon is None:
         raise ValueError("transform_loss needs the reconstruction: call the WAE with decode=True.")
     if parts.recon.shape != x.shape:
@@ -332,4 +341,6 @@ def transform_loss(
             f"Reconstruction shape {tuple(parts.recon.shape)} differs from the input's "
             f"{tuple(x.shape)}."
         )
-    return reconstruction_loss(x, parts.recon, reduction) + lam * energy_loss(parts.high, reduction)
+    rec = reconstruction_loss(x, parts.recon, reduction)
+    en = energy_loss(parts.high, reduction)
+    return {"reconstruction": rec, "energy": en, "transform": rec + lam * en}

@@ -27,9 +27,10 @@ __all__ = [
     "teacher_outputs",
 ]
 
-# Which of the WAE's scores learn from the teacher: each head, both (summed, as L_c sums the
-# two cross-entropies), or their average (the prediction WAENet.forward makes).
-DISTILL_HEADS = ("both", "low", "fused", "average")
+# Which of the WAE's scores learn from the teacher: both (summed, as L_c sums the two
+# cross-entropies), or one of WAENet's head choices (each head, or their average: the
+# prediction WAENet.forward makes).
+DISTILL_HEADS = ("both", *WAENet.HEADS)
 
 
 def soft_target_kl(

@@ -1,12 +1,12 @@
 """`wae accelerate`: a trained full-resolution classifier in, a WAE ~3x cheaper out (taught by
 it), beside plain half-size input with the same teaching, one table and a verdict.
-The work is `wae.accelerate.accelerate`; this module parses, calls it and prints."""
+The work is `wae.apps.accelerate.accelerate`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..accelerate import accelerate, format_results
+from ..apps.accelerate import accelerate, format_results
 from . import add_allow_code_argument, add_command, add_encoder_argument, add_set_argument
 
 

@@ -1,7 +1,7 @@
 """`wae bench`: time the full-resolution network, the half-resolution one and WAE on every
 backend (PyTorch eager, channels_last, torch.compile, optimize_for_inference, ONNX Runtime)
-and write a Markdown table and a JSON file. See wae.bench for what each backend means.
-The work is `wae.bench.run_benchmark`; this module parses, calls it and prints."""
+and write a Markdown table and a JSON file. See wae.apps.bench for what each backend means.
+The work is `wae.apps.bench.run_benchmark`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import bench
+from ..apps import bench
 from ..precision import INFERENCE_PRECISIONS
 from . import add_command, add_encoder_argument
 

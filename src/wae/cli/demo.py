@@ -1,12 +1,12 @@
 """`wae demo`: train the full-resolution SmallVGG on Fashion-MNIST, then accelerate it (WAE
 and half-size input, both taught by it), print one table.
-The work is `wae.demo.run_demo`; this module parses, calls it and prints."""
+The work is `wae.apps.demo.run_demo`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..demo import BASELINE_RECIPE, format_results, run_demo
+from ..apps.demo import BASELINE_RECIPE, format_results, run_demo
 from . import add_command, add_set_argument
 
 

@@ -9,7 +9,7 @@ import json
 from ..data import DATASET_NAMES
 from . import add_allow_code_argument, add_command
 
-_HEADS = ("average", "low", "fused")  # WAENet.HEADS, without importing torch for --help
+_HEADS = ("average", "low", "fused")  # WAENet.HEADS (a test pins it), no torch for --help
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """`wae export`: write a trained checkpoint (or an untrained registered model) as ONNX or
 OpenVINO IR, in float32 or int8, and check the file before calling it done. The work is
-`wae.export_checkpoint.export_checkpoint`; this module parses, calls it and prints."""
+`wae.apps.export_checkpoint.export_checkpoint`; this module parses, calls it and prints."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def _add_graph_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export_checkpoint import export_checkpoint
+    from ..apps.export_checkpoint import export_checkpoint
 
     summary = export_checkpoint(
         args.checkpoint,

@@ -180,11 +180,11 @@ def _add_mode_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..reproduce import ReproduceError, ReproduceOptions, run_reproduce
-    from ..reproduce.plan import default_output, parse_subset
+    from ..apps.reproduce import ReproduceError, ReproduceOptions, run_reproduce
+    from ..apps.reproduce.plan import default_output, parse_subset
 
     if args.report_only:
-        from ..reproduce.rerender import rerender_report
+        from ..apps.reproduce.rerender import rerender_report
 
         if args.output is None:
             raise ReproduceError("--report-only needs -o, the reproduction's output directory.")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from ..runtime import check_device
 
-__all__ = ["DistEnv", "resolve_device", "setup", "teardown"]
+__all__ = ["DistEnv", "device_from_spec", "setup", "teardown"]
 
 
 @dataclass
@@ -73,7 +73,7 @@ class DistEnv:
         return bool(self.all_reduce_sum(torch.tensor([float(flag)], dtype=torch.float64)) > 0)
 
 
-def resolve_device(spec: str, local_rank: int = 0, what: str = "--device") -> torch.device:
+def device_from_spec(spec: str, local_rank: int = 0, what: str = "--device") -> torch.device:
     """ "auto" -> cuda:LOCAL_RANK when CUDA is available, else mps, else cpu; "cuda" ->
     cuda:LOCAL_RANK. A misspelt device, or one this machine lacks, raises a WAEError naming
     `what` (see ``wae.runtime.check_device``)."""
@@ -91,7 +91,7 @@ def setup(device: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    dev = resolve_device(device, local, "runtime.device (--device)")
+    dev = device_from_spec(device, local, "runtime.device (--device)")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     env = DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)

@@ -19,7 +19,7 @@ from ..checkpoint import CheckpointError, check_num_classes, load_model, read_me
 from ..data import DATASET_NAMES, DataError, LabeledDataset, build_dataset
 from ..models import WAENet
 from ..precision import INFERENCE_PRECISIONS, cast_for_inference
-from .distributed import resolve_device
+from .distributed import device_from_spec
 from .evaluate import check_eval_options, evaluate
 
 __all__ = [
@@ -126,7 +126,7 @@ def evaluate_checkpoint(
     """
     _check_options(batch_size, noise_vars, head, subset, split, num_workers, seed)
     _check_precision(precision, calibration_size, device)
-    dev = torch.device("cpu") if precision == "int8" else resolve_device(device)
+    dev = torch.device("cpu") if precision == "int8" else device_from_spec(device)
     # The model first: a checkpoint is refused before any data file is opened.
     model, doc = load_model(path, allow_code=allow_code)
     ds, dataset = checked_dataset(

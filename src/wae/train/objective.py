@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..autoencoder import energy_loss, reconstruction_loss
+from ..autoencoder import transform_loss_terms
 from ..distill import distillation_loss, feature_distillation_loss, teacher_outputs
 from ..models import WAENet, classification_loss
 from .config import StageConfig, TeacherConfig
@@ -98,12 +98,9 @@ class StageModule(nn.Module):
             )
         if self.distill:
             self._distill(x, out, terms)
-        if self.decode:
-            xf = x.float()
-            rec = reconstruction_loss(xf, parts.recon.float(), self.reduction)
-            en = energy_loss(parts.high.float(), self.reduction)
-            terms["reconstruction"], terms["energy"] = rec, en
-            terms["transform"] = rec + self.lam * en
+        if self.decode:  # wae.transform_loss and its two parts, in float32
+            parts = parts._replace(high=parts.high.float(), recon=parts.recon.float())
+            terms.update(transform_loss_terms(x.float(), parts, self.lam, self.reduction))
         total = sum(w * terms[k] for k, w in self.weights.items())
         return total, terms, logits
 

@@ -82,7 +82,7 @@ class TeacherConfig:
 
     checkpoint: str | None = None
     temperature: float = 4.0
-    heads: Literal["both", "low", "fused", "average"] = "both"
+    heads: Literal["both", "low", "fused", "average"] = "both"  # wae.distill.DISTILL_HEADS
 
 
 @dataclass
