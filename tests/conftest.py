@@ -117,3 +117,25 @@ def tiny_run(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return out
+
+
+def assert_drawn_image(path, *, min_bytes: int = 5_000, max_bytes: int = 5_000_000) -> None:
+    """`path` is a drawn picture, not just a file: a readable image of a plausible size (in
+    bytes and pixels) with something on it (pixels not all one colour, the background at
+    most 99% of them)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    assert path.is_file(), path
+    size = path.stat().st_size
+    assert min_bytes <= size <= max_bytes, (path, size)
+    with Image.open(path) as im:
+        im.load()
+        assert min(im.size) >= 100, (path, im.size)
+        rgb = np.asarray(im.convert("RGB"))
+    assert rgb.std() > 0, f"{path} is blank"
+    _, counts = np.unique(rgb.reshape(-1, 3), axis=0, return_counts=True)
+    assert len(counts) > 1 and counts.max() / counts.sum() < 0.99, f"{path} is almost blank"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_drawn_image
 from wae.cli import main
 from wae.data import DEFAULT_FASHION_MNIST_DIR
 
@@ -43,7 +44,7 @@ def test_demo_quick_writes_the_results_contract(
     assert set(doc["precision"]) == {"baseline", "wae", "half"}  # the recipe's "auto", resolved
     assert {c["runtime"]["precision"] for c in doc["configs"].values()} == {"auto"}
     assert doc["precision_summary"] in (out / "results.md").read_text()
-    assert (out / "decomposition.png").stat().st_size > 1000
+    assert_drawn_image(out / "decomposition.png")
     assert (out / "wae" / "final" / "model.safetensors").is_file()
     # A second run reuses the three finished runs instead of training again.
     mtime = (out / "wae" / "final" / "model.safetensors").stat().st_mtime_ns
@@ -94,3 +95,17 @@ def test_demo_trains_every_run_in_the_recipes_precision_and_says_which(tmp_path:
     accelerate.add_precision(results, tmp_path, baseline=run)
     assert results["precision"] == {"baseline": "fp32", "wae": "fp32", "half": "fp32"}
     assert note in results["precision_summary"]
+
+
+def test_decomposition_figure_is_drawn(tmp_path: Path, one_thread: None) -> None:
+    """The demo's figure from a (fresh, untrained) WAE: a picture, not an empty canvas."""
+    from wae.apps.demo import _decomposition_figure
+    from wae.models import create_model
+    from wae.train import load_config
+    from wae.train.config import config_to_dict
+
+    config = config_to_dict(load_config("fashion_mnist", ["model.kwargs.width=8"]))
+    model = create_model(config["model"]["name"], **config["model"]["kwargs"]).eval()
+    _decomposition_figure(model, config, tmp_path / "decomposition.png")
+    assert_drawn_image(tmp_path / "decomposition.png")
+    assert not list(tmp_path.glob("*.tmp.png"))  # written through a temporary file

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import wae
-import wae.cost.payoff as payoff_mod
+import wae.models.payoff as payoff_mod
 from wae import PayoffWarning, WAENet
 from wae.cli import main
 from wae.cost import PAYOFF_MIN_RATIO, Payoff, check_payoff, compare_baselines, mac_payoff

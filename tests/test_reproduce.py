@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import assert_drawn_image
 from wae.apps.accelerate import kd_settings
 from wae.apps.reproduce import (
     PAPER,
@@ -700,11 +701,19 @@ def test_figures_keep_one_style_per_method_and_hide_no_point(tmp_path):
     assert order["noft"] < order["WAE"]
     labels = {"WAE": star, "WAE w/o stage 3": ring}
     pts = {k: {"latency_ms": 1.0, "top1": 90.0, "top1_std": None} for k in labels}
-    assert figures.accuracy_vs_latency(pts, tmp_path / "a.png", "t", "x", labels).is_file()
+    assert_drawn_image(figures.accuracy_vs_latency(pts, tmp_path / "a.png", "t", "x", labels))
     series = {k: [(0.0, 90.0), (0.1, 80.0)] for k in labels}
-    assert figures.accuracy_vs_noise(series, tmp_path / "n.png", "t", labels).is_file()
+    assert_drawn_image(figures.accuracy_vs_noise(series, tmp_path / "n.png", "t", labels))
     row = [("input", torch.rand(1, 8, 8), False), ("I_H", torch.rand(1, 4, 4) * 1e-3, True)]
-    assert figures.decomposition_grid([row], tmp_path / "d.png", "t").is_file()
+    assert_drawn_image(figures.decomposition_grid([row], tmp_path / "d.png", "t"))
+    # The check itself: a saved empty figure of the same size is refused.
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 4.4))
+    fig.savefig(tmp_path / "blank.png", dpi=110)
+    plt.close(fig)
+    with pytest.raises(AssertionError, match="blank"):
+        assert_drawn_image(tmp_path / "blank.png", min_bytes=0)
     assert "false colours" in figures.STRETCH_CAPTION and "[min, max]" in figures.STRETCH_CAPTION
     # The report shows each figure's caption under it.
     r = fake_results()
@@ -797,7 +806,7 @@ def test_quick_end_to_end(tmp_path):
     assert "Training precision: " in text and "wae/seed0" in res["precision"]
     assert "methods" in json.loads((out / "config.json").read_text())
     for rel in res["figures"].values():
-        assert (out / rel).is_file()
+        assert_drawn_image(out / rel)
     for m in res["methods"].values():
         assert [r["var"] for r in m["noise"]] == [0.0, 0.01, 0.02, 0.05, 0.1]
         assert m["macs"] > 0 and m["latency"]["b256"]["median_ms"] > 0

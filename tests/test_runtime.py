@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import wae.cost
+import wae.host
 from wae.errors import WAEError
 from wae.runtime import (
     PRECISIONS_TRAIN,
@@ -24,12 +25,12 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def cpu_flags(monkeypatch: pytest.MonkeyPatch):
-    """``cpu_flags(*flags)``: make wae.cost.machine.cpu_features (what wae.cost.runs_fast
+    """``cpu_flags(*flags)``: make wae.host.cpu_features (what wae.host.runs_fast
     reads) report these low-precision flags."""
 
     def fake(*flags: str) -> None:
         monkeypatch.setattr(
-            wae.cost.machine,
+            wae.host,
             "cpu_features",
             lambda: {"flags": list(flags), "capability": "AVX512"},
         )
@@ -58,7 +59,7 @@ def test_explicit_bf16_on_a_slow_cpu_runs_with_a_note(cpu_flags):
 
 
 def test_fp32_needs_no_cpu_facts(monkeypatch):
-    monkeypatch.setattr(wae.cost.machine, "cpu_features", lambda: pytest.fail("read the CPU flags"))
+    monkeypatch.setattr(wae.host, "cpu_features", lambda: pytest.fail("read the CPU flags"))
     assert resolve_precision("fp32", CPU) == ("fp32", None)
     assert resolve_precision("fp32", "cuda") == ("fp32", None)
 

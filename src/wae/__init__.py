@@ -2,6 +2,8 @@
 learned Wavelet-like Auto-Encoder (Chen et al., AAAI 2018, https://arxiv.org/abs/1712.07493).
 """
 
+from ._version import __version__ as __version__  # the one place: wae/_version.py
+from .apps.accelerate_module import accelerate
 from .autoencoder import (
     FixedNorm,
     WAEOutput,
@@ -34,9 +36,6 @@ from .models import (
 )
 from .optimize import OptimizeError, optimize_for_inference
 
-__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
-
-
 __all__ = [
     "BackboneError",
     "FixedNorm",
@@ -49,6 +48,7 @@ __all__ = [
     "WAENetOutput",
     "WAEOutput",
     "WaveletAutoEncoder",
+    "accelerate",
     "classification_loss",
     "compare",
     "count_ops",

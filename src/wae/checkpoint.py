@@ -14,9 +14,11 @@ crash mid-write never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,10 @@ from .errors import WAEError, first_line
 from .models.spec import MAX_SIZE, SpecError, is_factory_name, validate_spec
 
 __all__ = [
+    "META",
+    "WEIGHTS",
     "CheckpointError",
+    "CheckpointMeta",
     "atomic_save_tensors",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -36,6 +41,7 @@ __all__ = [
     "check_num_classes",
     "load_model",
     "model_spec",
+    "read_checkpoint_meta",
     "read_meta",
     "save_checkpoint",
 ]
@@ -155,8 +161,18 @@ def save_checkpoint(
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's model.json document, format-checked; the weights are not read.
 
-    The one reader of checkpoint metadata: everything that needs a checkpoint's spec, meta
-    (dataset, classes, input size, stage fingerprint) or config goes through here.
+    :func:`read_checkpoint_meta`'s document as a plain dict (spec, meta, config), for
+    readers that pass it on or copy from it.
+    """
+    return read_checkpoint_meta(directory).doc
+
+
+def read_checkpoint_meta(directory: str | os.PathLike) -> CheckpointMeta:
+    """The one reader of checkpoint metadata: the model.json in `directory`, format-checked
+    and validated (:class:`CheckpointMeta`); the weights are not read.
+
+    Everything that needs a checkpoint's spec, meta (dataset, classes, input size, stage
+    fingerprint) or config goes through here.
     """
     directory = Path(directory)
     if not (directory / META).is_file() or not (directory / WEIGHTS).is_file():
@@ -174,20 +190,127 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
             f"{directory / META} is not a wae checkpoint of format {FORMAT_VERSION} (its "
             f"format_version is {version!r}). Use a checkpoint written by this version of wae."
         )
-    for key in ("meta", "config"):
-        if not isinstance(doc.setdefault(key, {}), dict):
-            raise CheckpointError(f"{directory / META}: '{key}' must be a JSON object.")
-    _check_meta(doc["meta"], directory / META)
-    try:
-        doc["spec"] = validate_spec(doc["spec"], f"{directory / META}: spec")
-    except SpecError as e:
-        raise CheckpointError(str(e)) from None
-    return doc
+    return CheckpointMeta.from_doc(doc, directory / META)
 
 
-def _check_meta(meta: dict[str, Any], where: Path) -> None:
-    """The metadata fields that size data and models: bounded like the spec's."""
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """A checkpoint's metadata (its model.json), read and validated once, with the fields its
+    readers need typed (in the manner of torchvision's ``Weights.meta`` or timm's
+    ``pretrained_cfg``). Built by :func:`read_checkpoint_meta` (from a directory) or
+    :meth:`from_doc` (a document in memory, e.g. one :func:`load_model` returned).
+
+    The image size and channels are worked out one way for every reader: the recorded
+    metadata, else the build spec's arguments, else the registered model's defaults (as
+    training resolves them); None where none of them says. ``doc`` is the whole document
+    (``spec``, ``meta``, ``config``) for everything else; treat it as read-only.
+    """
+
+    doc: dict[str, Any]
+    num_classes: int | None  # the spec's, else the metadata's, else the registered default
+    input_size: int | None  # the side of the (square) images the model takes: H of input_hw
+    input_hw: tuple[int, int] | None  # (H, W); differ only for a spec built with [H, W]
+    in_chans: int | None
+    classes: tuple[str, ...] | None
+    dataset: str | None  # the metadata's, else the run config's data.dataset
+    mean: tuple[float, ...] | None  # the normalisation the data pipeline applied
+    std: tuple[float, ...] | None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """How to rebuild the model: {"builder", "name" | "backbone", "kwargs"}, validated."""
+        return self.doc["spec"]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The raw metadata (dataset, classes, sizes, mean/std, stage fingerprint, ...)."""
+        return self.doc["meta"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config of the run that wrote the checkpoint ({} if none)."""
+        return self.doc["config"]
+
+    @property
+    def arch(self) -> str:
+        """The architecture's name: the registered model's, or the backbone's."""
+        return str(self.spec.get("name") or self.spec.get("backbone"))
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The run config's data table ({} if none)."""
+        data = self.config.get("data")
+        return data if isinstance(data, dict) else {}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], where: str | os.PathLike = META) -> CheckpointMeta:
+        """Validate a model.json document (`where` names it in errors) and type its fields.
+        The document's format_version is the reader's to check (:func:`read_checkpoint_meta`)."""
+        if not isinstance(doc, Mapping):
+            raise CheckpointError(f"{where}: the document must be a JSON object.")
+        doc = dict(doc)
+        for key in ("meta", "config"):
+            if not isinstance(doc.setdefault(key, {}), dict):
+                raise CheckpointError(f"{where}: '{key}' must be a JSON object.")
+        _check_meta(doc["meta"], where)
+        try:
+            doc["spec"] = validate_spec(doc.get("spec"), f"{where}: spec")
+        except SpecError as e:
+            raise CheckpointError(str(e)) from None
+        meta, kwargs = doc["meta"], doc["spec"].get("kwargs", {})
+        defaults = _registered_defaults(doc["spec"])
+        size = _first(meta.get("input_size"), kwargs.get("input_size"), defaults.get("input_size"))
+        hw = None if size is None else _hw(size)
+        classes = meta.get("classes")
+        data = doc["config"].get("data")
+        data_set = data.get("dataset") if isinstance(data, dict) else None
+        return cls(
+            doc=doc,
+            num_classes=_first(
+                kwargs.get("num_classes"),
+                meta.get("num_classes"),
+                len(classes) if classes else None,
+                defaults.get("num_classes"),
+            ),
+            input_size=hw[0] if hw else None,
+            input_hw=hw,
+            in_chans=_first(meta.get("in_chans"), kwargs.get("in_chans"), defaults.get("in_chans")),
+            classes=tuple(classes) if classes is not None else None,
+            dataset=_first(meta.get("dataset"), data_set if isinstance(data_set, str) else None),
+            mean=tuple(meta["mean"]) if meta.get("mean") is not None else None,
+            std=tuple(meta["std"]) if meta.get("std") is not None else None,
+        )
+
+
+def _first(*values: Any) -> Any:
+    """The first of `values` that is not None (or empty), else None."""
+    return next((v for v in values if v is not None and v != ""), None)
+
+
+def _hw(size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of an image size: a side, or [H] / [H, W] (a spec's)."""
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[-1])
+    return int(size), int(size)
+
+
+def _registered_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The registered model's default input_size, in_chans and num_classes (a spec built
+    from the registry); {} for a model built from a backbone."""
+    from .models import is_model, model_cfg
+
+    name = spec.get("name")
+    if spec.get("builder") != "registry" or not is_model(name):
+        return {}
+    cfg = model_cfg(name)
+    return {k: cfg.get(k) for k in ("input_size", "in_chans", "num_classes")}
+
+
+def _check_meta(meta: dict[str, Any], where: str | os.PathLike) -> None:
+    """The metadata fields that size data and models, bounded like the spec's, and the
+    others :class:`CheckpointMeta` types."""
     size, chans, classes = meta.get("input_size"), meta.get("in_chans"), meta.get("classes")
+    count, dataset = meta.get("num_classes"), meta.get("dataset")
     bad = None
     if size is not None and not (type(size) is int and 8 <= size <= MAX_SIZE):
         bad = f"'input_size' must be an integer from 8 to {MAX_SIZE}, got {size!r}"
@@ -197,8 +320,27 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
         isinstance(classes, list) and all(isinstance(c, str) for c in classes)
     ):
         bad = "'classes' must be a list of class names"
+    elif count is not None and not (type(count) is int and 1 <= count <= 100_000):
+        bad = f"'num_classes' must be an integer from 1 to 100000, got {count!r}"
+    elif dataset is not None and not isinstance(dataset, str):
+        bad = f"'dataset' must be a name, got {dataset!r}"
+    else:
+        bad = next(
+            (f"'{k}' {_numbers(meta.get(k))}" for k in ("mean", "std") if _numbers(meta.get(k))),
+            None,
+        )
     if bad:
         raise CheckpointError(f"{where}: meta {bad}. Use a checkpoint written by wae, unedited.")
+
+
+def _numbers(value: Any) -> str | None:
+    """What is wrong with a mean/std value (None: nothing; absent is fine)."""
+    ok = value is None or (
+        isinstance(value, list)
+        and 1 <= len(value) <= 4
+        and all(type(v) in (int, float) and math.isfinite(v) for v in value)
+    )
+    return None if ok else f"must be a list of 1 to 4 numbers, got {value!r}"
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

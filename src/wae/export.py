@@ -415,7 +415,7 @@ def _save(
     """Store `props` (after model/producer/opset) as metadata_props; write atomically."""
     import onnx
 
-    from . import __version__
+    from ._version import __version__
     from .checkpoint import atomic_write_bytes
 
     builtin = {

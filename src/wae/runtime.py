@@ -1,13 +1,14 @@
-"""Host and precision facts that several services need: usable cores, which autocast, and
-which training precision this device runs well.
+"""Device and precision choices that several services need: which autocast, which training
+precision this device runs well, and which device a spelling names.
 
-Each lives here once so that training, evaluation, benchmarking and export agree.
+Each lives here once so that training, evaluation, benchmarking and export agree. The host's
+facts (usable cores, out-of-memory errors) live in the core module :mod:`wae.host` and are
+re-exported here for the services that import them from this module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from .errors import WAEError
+from .host import is_out_of_memory, runs_fast, usable_cores
 
 __all__ = [
     "AMP_DTYPES",
@@ -28,23 +30,11 @@ __all__ = [
     "usable_cores",
 ]
 
-# Messages of the allocators when memory runs out: CUDA raises torch.OutOfMemoryError, the
-# CPU allocator a plain RuntimeError naming the failed allocation.
-_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
 # The reduced-precision names a config or option may give, and their torch dtypes.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # runtime.precision's values (wae.train.schema.RuntimeConfig spells the same as a Literal).
 PRECISIONS_TRAIN = ("auto", "fp32", "bf16", "fp16")
 _NO_FAST_BF16 = "this CPU has no AMX or AVX-512 BF16"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the container's affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def autocast(
@@ -100,8 +90,6 @@ def resolve_precision(requested: str, device: torch.device | str) -> tuple[str, 
         if requested == "auto":
             return "fp32", f"on {device.type}, auto trains in fp32"
         return requested, None
-    from .cost import runs_fast  # lazily: wae.cost imports this module
-
     # Without AMX or AVX-512 BF16, oneDNN converts bf16 to and from float32 around float32
     # arithmetic: slower than plain fp32.
     if runs_fast("bf16"):
@@ -152,20 +140,6 @@ def describe_precision(runs: Mapping[str, Mapping[str, Any]]) -> str:
     if notes:
         text += ": " + "; ".join(notes)
     return text + ". Test accuracies are computed in float32."
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` (or the error it was raised from) is an allocator running out."""
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:  # follow `raise ... from e` chains
-        seen.add(id(e))
-        if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
-            return True
-        if isinstance(e, RuntimeError) and any(m in str(e).lower() for m in _OOM_MARKERS):
-            return True
-        e = e.__cause__
-    return False
 
 
 class DeviceError(WAEError, ValueError):

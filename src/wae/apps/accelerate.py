@@ -17,6 +17,7 @@ Before any training the WAE's MAC ratio is computed: below
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import tomllib
@@ -31,16 +32,20 @@ from torch import nn
 
 from .. import cost
 from ..checkpoint import (
+    META,
     CheckpointError,
+    CheckpointMeta,
     atomic_write_bytes,
     atomic_write_json,
     load_model,
+    read_checkpoint_meta,
     read_meta,
 )
 from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..errors import WAEError, first_line
 from ..models import WAE_ONLY_KWARGS, PlainNet, build_named, is_model
 from ..models.trained import spec_backbone
+from ..progress import TIMED_BASIS, JobProgress, timed_runs
 from ..runlock import RunLock
 from ..runtime import describe_precision
 from ..train.setup import recipe_code
@@ -93,17 +98,17 @@ def _teacher_doc(checkpoint: Path) -> dict[str, Any]:
     """The teacher checkpoint's model.json, checked to hold a full-resolution network built
     by name (so its students can be built, and rebuilt from their checkpoints)."""
     try:
-        doc = read_meta(checkpoint)
+        m = read_checkpoint_meta(checkpoint)
     except CheckpointError as e:
         raise AccelerateError(f"--checkpoint: {e}") from None
-    _backbone(doc, str(checkpoint))
+    _backbone(m.doc, str(checkpoint))
     for key in ("input_size", "in_chans", "dataset"):
-        if doc["meta"].get(key) is None:
+        if getattr(m, key) is None:
             raise AccelerateError(
                 f"{checkpoint}'s metadata lacks {key!r}: use a checkpoint written by `wae train` "
                 f"or imported by `wae accelerate --model ... --weights ...`."
             )
-    return doc
+    return m.doc
 
 
 def _backbone(doc: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
@@ -161,15 +166,16 @@ def student_configs(
     checkpoint = Path(checkpoint)
     doc = doc if doc is not None else _teacher_doc(checkpoint)
     name, kwargs = _backbone(doc, str(checkpoint))
-    meta, tcfg = doc["meta"], doc.get("config") or {}
+    m = CheckpointMeta.from_doc(doc, checkpoint)
+    tcfg = m.config
     raw = _template()
     raw["name"] = f"accelerate-{name}"
     raw["seed"] = tcfg.get("seed", 0)
     if check_encoder(encoder) != DEFAULT_ENCODER:  # the default is left out: configs (and
         kwargs = {**kwargs, "encoder": encoder}  # so reused runs) stay as they were
     raw["model"] = {"name": name, "arch": "wae", "kwargs": kwargs, "init": str(checkpoint)}
-    data = dict(tcfg.get("data") or {"dataset": meta["dataset"], "val_fraction": 0.1})
-    raw["data"] = {**data, "input_size": meta["input_size"], "in_chans": meta["in_chans"]}
+    data = dict(m.data_config or {"dataset": m.dataset, "val_fraction": 0.1})
+    raw["data"] = {**data, "input_size": m.input_size, "in_chans": m.in_chans}
     if tcfg.get("eval"):
         raw["eval"] = dict(tcfg["eval"])
     raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": str(checkpoint)}
@@ -351,6 +357,7 @@ def accelerate(
     min_run_time: float = 2.0,
     encoder: str = DEFAULT_ENCODER,
     log: Any = print,
+    lock: RunLock | None = None,
 ) -> dict[str, Any]:
     """Accelerate a trained full-resolution classifier; returns results.json's dict.
 
@@ -360,11 +367,13 @@ def accelerate(
     WAE's encoder by name (:mod:`wae.encoders`). Every option, the students' configs (with
     `overrides`) and the MAC ratio are checked before anything is written.
     Re-running reuses finished runs (same config) and continues unfinished ones.
+    `lock`: a RunLock on `output` the caller holds already (it wrote the teacher and data
+    there, :mod:`.accelerate_module`); released when this returns.
     """
     _check_options(checkpoint, model, weights, data, input_size)
     check_encoder(encoder)
     cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
-    lock = RunLock(output, "wae accelerate")  # checks the path
+    lock = RunLock(output, "wae accelerate") if lock is None else lock  # checks the path
     overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
     if checkpoint is not None:
         tdir = Path(checkpoint)
@@ -377,7 +386,8 @@ def accelerate(
         tdir = lock.dir / "teacher"
         teacher, doc = _imported_teacher(model, Path(weights), data, data_dir, input_size, in_chans)
     configs = student_configs(tdir, overrides, half=half, doc=doc, encoder=encoder)
-    payoff = check_payoff(configs["wae"], teacher, doc["meta"]["num_classes"], force, log)
+    num_classes = CheckpointMeta.from_doc(doc, tdir).num_classes
+    payoff = check_payoff(configs["wae"], teacher, num_classes, force, log)
     lock.check()
     with lock:
         if checkpoint is None:
@@ -412,18 +422,20 @@ def run_acceleration(
     threads: int | None = None,
     min_run_time: float = 2.0,
     log: Any = print,
+    progress: JobProgress | None = None,
 ) -> dict[str, Any]:
     """The work once everything is checked and `out` is held: score the teacher in `tdir`
     (`teacher`: it, loaded already), train the students of `configs`
     (:func:`student_configs`) into OUT/<key>, time all in one run; returns results.json's
-    dict, for :func:`write_results`."""
+    dict, for :func:`write_results`. `progress`: the whole job's, when the students are
+    part of a larger one (the demo); else their own, with an estimate timed first."""
     t0 = time.perf_counter()
     log(f"[accelerate] scoring the trained network {tdir} on the test set")
     code = recipe_code(configs["wae"])  # the backbone the teacher was accepted with
     base = _evaluate(tdir, configs["wae"], code)
     with warnings.catch_warnings():  # the pay-off was reported (or waived) before any work
         warnings.simplefilter("ignore", cost.PayoffWarning)
-        trained = _train(out, configs, overwrite, log)
+        trained = _train(out, configs, overwrite, log, progress, teacher)
         train_s = time.perf_counter() - t0
         models = {
             "baseline": teacher if teacher is not None else load_model(tdir, allow_code=code)[0],
@@ -449,7 +461,7 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
 def _save_teacher(tdir: Path, teacher: Any, doc: dict[str, Any]) -> None:
     from ..checkpoint import save_checkpoint
 
-    if (tdir / "model.json").is_file() and read_meta(tdir)["meta"] == doc["meta"]:
+    if (tdir / META).is_file() and read_meta(tdir)["meta"] == doc["meta"]:
         return  # imported by an earlier run of this command
     save_checkpoint(tdir, teacher, meta=doc["meta"], config=doc["config"])
 
@@ -473,19 +485,34 @@ def _evaluate(tdir: Path, cfg: Any, allow_code: Sequence[str]) -> dict[str, Any]
     )
 
 
-def _train(out: Path, configs: dict[str, Any], overwrite: bool, log: Any) -> dict[str, Any]:
-    """Train (or reuse) each student into OUT/<key>; each is a run_training result."""
+def _train(
+    out: Path,
+    configs: dict[str, Any],
+    overwrite: bool,
+    log: Any,
+    progress: JobProgress | None = None,
+    teacher: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) each student into OUT/<key>; each is a run_training result. The
+    job's progress is `progress`, else the students' own (timed first, with `teacher`)."""
     from ..train import run_training
 
+    job = progress or JobProgress(
+        timed_runs(configs, out, teacher=teacher, overwrite=overwrite), log=log, basis=TIMED_BASIS
+    )
     trained: dict[str, Any] = {}
-    for key, cfg in configs.items():
-        log(f"[accelerate] training {ROWS[key]} into {out / key}")
-        trained[key] = run_training(cfg, out / key, resume=not overwrite, overwrite=overwrite)
-        if not trained[key].get("complete"):
-            raise AccelerateError(
-                f"The {key} run in {out / key} did not complete; run the command again to "
-                f"continue it."
-            )
+    with job if progress is None else contextlib.nullcontext():
+        for key, cfg in configs.items():
+            log(f"[accelerate] training {ROWS[key]} into {out / key}")
+            with job.run(key) as hooks:
+                trained[key] = run_training(
+                    cfg, out / key, resume=not overwrite, overwrite=overwrite, hooks=hooks
+                )
+            if not trained[key].get("complete"):
+                raise AccelerateError(
+                    f"The {key} run in {out / key} did not complete; run the command again to "
+                    f"continue it."
+                )
     return trained
 
 

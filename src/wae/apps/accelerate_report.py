@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..stats import se_diff, verdict
+from ..stats import se_diff, two_se, verdict
 
 __all__ = ["ROWS", "format_results", "verdict_lines"]
 
@@ -16,10 +16,10 @@ def verdict_lines(r: dict[str, Any]) -> list[str]:
     of the test set decide; within them it is "inconclusive")."""
     n, bs = r["test_images"], r["latency_batch_size"]
     base, wae = r["baseline"]["top1"], r["wae"]["top1"]
-    two_se = 2 * se_diff(wae, base, n)
+    limit = two_se(se_diff(wae, base, n))
     lines = [
         f"WAE keeps {wae:.2f} % of the original's {base:.2f} % top-1 ({wae - base:+.2f} "
-        f"points; 2 SE = {two_se:.2f}) at {r['speedup']:.2f}x the speed (batch {bs})."
+        f"points; 2 SE = {limit:.2f}) at {r['speedup']:.2f}x the speed (batch {bs})."
     ]
     if "half" in r:
         half = r["half"]["top1"]

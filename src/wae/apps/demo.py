@@ -35,6 +35,7 @@ import torch
 from .. import cost
 from ..checkpoint import load_model
 from ..errors import WAEError
+from ..progress import TIMED_BASIS, JobProgress, timed_runs
 from ..runlock import RunLock
 from .accelerate import (
     QUICK_DATA,
@@ -90,16 +91,26 @@ def run_demo(
     stud_over = [*(QUICK_OVERRIDES if quick else ()), *overrides, *student_overrides]
     base_cfg = load_config(recipe, base_over)
     tdir = out / "baseline" / "final"
-    student_configs(tdir, stud_over, doc=teacher_doc_from_config(base_cfg))  # checked now
+    students = student_configs(tdir, stud_over, doc=teacher_doc_from_config(base_cfg))  # checked
     lock.check()
-    with lock:
+    job = JobProgress(  # the whole job: the three runs, their steps timed on this machine
+        timed_runs({"baseline": base_cfg, **students}, out, teacher=base_cfg, overwrite=overwrite),
+        log=log,
+        basis=TIMED_BASIS,
+    )
+    with lock, job:
         log(
             f"[demo] training the full-resolution network ({Path(str(recipe)).name}) into "
             f"{out / 'baseline'}"
         )
         teacher = run_training(
-            base_cfg, out / "baseline", resume=not overwrite, overwrite=overwrite
+            base_cfg,
+            out / "baseline",
+            resume=not overwrite,
+            overwrite=overwrite,
+            hooks=job.hooks("baseline"),
         )
+        job.run_done("baseline")
         if not teacher.get("complete"):
             raise WAEError(f"The run in {out / 'baseline'} did not complete; rerun `wae demo`.")
         teacher_s = time.perf_counter() - t0
@@ -114,6 +125,7 @@ def run_demo(
             threads=threads,
             min_run_time=min_run_time,
             log=log,
+            progress=job,
         )
         results["teacher_seconds"] = round(teacher_s, 1)
         results["epoch_seconds"] = {

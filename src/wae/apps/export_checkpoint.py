@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import load_model
+from ..checkpoint import CheckpointMeta, load_model
 from ..data.transforms import check_input_size
 from ..errors import WAEError
 from ..export import (
@@ -352,13 +352,13 @@ def _int8_data(
     refused if its classes are not the checkpoint's."""
     from torch.utils.data import Subset
 
-    from ..checkpoint import read_meta
+    from ..checkpoint import read_checkpoint_meta
     from ..data.splits import balanced_subset
     from ..quantize import calibration_images
     from ..train.eval_checkpoint import checked_dataset
 
     checkpoint = Path(checkpoint)
-    doc = read_meta(checkpoint)
+    doc = read_checkpoint_meta(checkpoint)
     kw: dict[str, Any] = dict(data=data, data_dir=data_dir)
     train, name = checked_dataset(checkpoint, doc, split="train", **kw)
     test, _ = checked_dataset(checkpoint, doc, split="test", **kw)
@@ -461,16 +461,11 @@ def _input_shape(
 def _from_checkpoint(
     directory: Path, num_classes: int | None, allow_code: Collection[str] = ()
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """(model in eval mode, its metadata with input_size/in_chans filled in, its origin)."""
+    """(model in eval mode, its metadata with input_size ((H, W)) and in_chans as
+    :class:`~wae.checkpoint.CheckpointMeta` works them out, its origin)."""
     model, doc = load_model(directory, num_classes=num_classes, allow_code=allow_code)
-    meta = dict(doc.get("meta") or {})
-    spec = doc.get("spec", {})
-    defaults: dict[str, Any] = {}
-    if spec.get("builder") == "registry" and is_model(spec.get("name", "")):
-        defaults = model_cfg(spec["name"])
-    for key in ("input_size", "in_chans"):
-        if meta.get(key) is None:
-            meta[key] = spec.get("kwargs", {}).get(key, defaults.get(key))
+    m = CheckpointMeta.from_doc(doc, directory)
+    meta = {**m.meta, "input_size": m.input_hw, "in_chans": m.in_chans}
     return model, meta, {"weights": f"checkpoint {directory}"}
 
 

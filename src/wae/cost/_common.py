@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import WAEError
+from ..macs import module_device
 from ..runtime import check_device
 
 #: A model's positional input(s): one tensor, or a sequence of them.
@@ -27,25 +27,9 @@ def shapes(inputs: Sequence[torch.Tensor]) -> list[list[int]]:
     return [list(x.shape) for x in inputs]
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode, then restore each one's own flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
-
-
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     """``device`` if given, else where the model's first parameter or buffer lives."""
-    if device is not None:
-        return check_device(device)
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    return check_device(device) if device is not None else module_device(model)
 
 
 class MeasureError(WAEError, ValueError):

@@ -14,12 +14,13 @@ from torch import nn
 
 from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..errors import WAEError, first_line
+from ..host import is_out_of_memory
 from ..models import OWN_KWARGS, PlainNet, WAENet
-from ..runtime import check_device, is_out_of_memory
-from . import payoff as _payoff
+from ..models import payoff as _payoff
+from ..models.payoff import Payoff, alternative_encoders, warn_payoff
+from ..runtime import check_device
 from ._common import MeasureError, check_timing
 from .ops import PartsSpec
-from .payoff import Payoff, alternative_encoders, warn_payoff
 from .profiling import Comparison, compare, input_shape
 from .report import format_table
 
@@ -47,7 +48,7 @@ class BaselineComparison(Comparison):
 
     @property
     def payoff(self) -> Payoff:
-        """Does WAE pay off (:mod:`wae.cost.payoff`), from the MACs counted here, per image."""
+        """Does WAE pay off (:mod:`wae.models.payoff`), from the MACs counted here, per image."""
         profiles, shape = self["profiles"], self["settings"]["input_shape"]
         per_image = 1 / shape[0]
         full, wae = profiles["baseline"].macs * per_image, profiles["wae"].macs * per_image

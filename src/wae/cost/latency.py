@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import ExampleInput, as_tuple, check_timing, eval_mode, resolve_device, shapes
+from ..macs import eval_mode
+from ._common import ExampleInput, as_tuple, check_timing, resolve_device, shapes
 
 __all__ = ["Latency", "format_name", "measure_interleaved", "measure_latency"]
 

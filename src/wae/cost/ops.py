@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from ._common import ExampleInput, as_tuple, eval_mode, shapes
+from ..macs import counted_forward
+from ._common import ExampleInput, as_tuple, shapes
 
 __all__ = ["OTHER", "OpCount", "PartCount", "PartsSpec", "count_ops"]
 
@@ -157,10 +156,7 @@ def count_ops(
     merged with it). Without ``parts`` there is one part per child, plus ``"other"``.
     """
     inputs = as_tuple(example_input)
-    with eval_mode(model), torch.no_grad():
-        # depth=None keeps every level; display=False stops it printing a table.
-        with FlopCounterMode(display=False, depth=None) as counter:
-            model(*inputs)
+    counter = counted_forward(model, inputs)
     counts = counter.get_flop_counts()
     total = int(counter.get_total_flops())
 

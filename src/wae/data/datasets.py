@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import SKIP_BAD_HINT, DataError, DataWarning, fail_if
-from .folders import ImageFolderSource, folder_source
+from .folders import ImageFolderSource, folder_image_size, folder_source
 from .generated import GENERATED_NAMES, generated_stats, parse_generated
 from .locate import resolve_dir
 from .sources import (
@@ -247,6 +247,8 @@ def _make_info(
 ) -> DatasetInfo:
     """The :class:`DatasetInfo` of source ``key``, with its defaults for size and channels."""
     mean, std, native_size, crop_padding, native_chans = _spec(key)
+    if key == "folder" and (declared := folder_image_size(root)) is not None:
+        native_size, crop_padding = declared, declared // 8  # used like CIFAR (4 at 32)
     in_chans = native_chans if in_chans is None else in_chans
     input_size = (native_size or 224) if input_size is None else input_size
     check_size_chans(input_size, in_chans)

@@ -3,10 +3,16 @@
 Split folders (``root/train``, ``root/val``, ...) are used when present; otherwise a seeded,
 stratified 10% per class is held out as val/test. Unreadable images raise :class:`DataError`
 naming the file; skipping them is the dataset's job (``LabeledDataset(skip_bad=True)``).
+
+A tree may declare its images' own size in ``root/wae-folder.json`` (``{"image_size": S}``;
+:func:`folder_image_size`): it is then used like CIFAR at that size (no resize, a zero-padded
+random crop to train), not by the ImageNet rule. wae writes such trees from in-memory images
+(:func:`save_image`, :func:`write_folder_info`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -21,8 +27,18 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 
 from .errors import SKIP_BAD_HINT, DataError, DataWarning, fail_if
 from .splits import stratified_split
+from .transforms import check_input_size
 
-__all__ = ["FOLDER_VAL_FRACTION", "ImageFolderSource", "check_image_root", "folder_source"]
+__all__ = [
+    "FOLDER_INFO",
+    "FOLDER_VAL_FRACTION",
+    "ImageFolderSource",
+    "check_image_root",
+    "folder_image_size",
+    "folder_source",
+    "save_image",
+    "write_folder_info",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +51,8 @@ _SPLIT_DIRS: dict[str, tuple[str, ...]] = {
 }
 # Held-out fraction when an ImageFolder tree has no split folders at all.
 FOLDER_VAL_FRACTION = 0.1
+#: The file at a tree's root that declares its images' own size (see the module docstring).
+FOLDER_INFO = "wae-folder.json"
 
 # PIL modes holding one channel; anything else is treated as colour.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -177,3 +195,40 @@ def folder_source(
         100 * FOLDER_VAL_FRACTION,
     )
     return source, train_idx if split == "train" else val_idx
+
+
+def folder_image_size(root: str | os.PathLike[str]) -> int | None:
+    """The image size ``root/wae-folder.json`` declares (its ``"image_size"``), or None when
+    the tree has no such file or it declares none (images of several sizes)."""
+    path = Path(root).expanduser() / FOLDER_INFO
+    if not path.is_file():
+        return None
+    try:
+        size = json.loads(path.read_text()).get("image_size")
+    except (OSError, ValueError, AttributeError) as e:
+        raise DataError(
+            f"Cannot read {path} ({e}). It must be a JSON object such as "
+            f'{{"image_size": 32}}; fix or delete it (the images are then resized by the '
+            f"ImageNet rule)."
+        ) from None
+    if size is not None:
+        check_input_size(size, f"image_size in {path}")
+    return size
+
+
+def write_folder_info(root: str | os.PathLike[str], info: dict) -> None:
+    """Write ``root/wae-folder.json`` (``info``: ``image_size`` and any facts worth keeping)."""
+    (Path(root) / FOLDER_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def save_image(path: str | os.PathLike[str], image: torch.Tensor) -> None:
+    """Save a uint8 image ``(C, H, W)``, C 1 (grey) or 3 (RGB), losslessly (PNG for a .png
+    path), as :class:`ImageFolderSource` reads it back."""
+    fail_if(
+        image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3),
+        f"save_image takes a uint8 (C, H, W) image with C 1 or 3, got {image.dtype} "
+        f"{tuple(image.shape)}.",
+    )
+    pixels = image.detach().cpu()
+    array = pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0)
+    Image.fromarray(array.contiguous().numpy()).save(path)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from PIL import Image
 
 from .errors import fail_if
+from .folders import save_image
 from .fonts import FONTS_NAME, parse_fonts_name
 from .sources import TensorImageSource
 from .textures import TEXTURES_NAME, parse_textures_name
@@ -90,5 +90,5 @@ def write_image_folder(dataset_name: str, out_dir: str | os.PathLike[str]) -> Pa
         for i, stem in enumerate(spec.stems(split)):
             image, label = source[i]
             path = out / split / spec.classes[label] / f"{stem}.png"
-            Image.fromarray(image[0].numpy()).save(path)
+            save_image(path, image)
     return out

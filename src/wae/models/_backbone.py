@@ -29,6 +29,7 @@ from torch import nn
 
 from ..autoencoder import check_count
 from ..errors import WAEError
+from ..macs import BoundCall
 from .spec import is_factory_name
 
 __all__ = [
@@ -475,10 +476,8 @@ def runnable_sides(
     on zeros while meta has never worked (an op without a meta kernel); stops after
     `budget_s`. For error messages: call it only once something has failed.
     """
-    from ..cost.payoff import _Run  # storage-less copies of the weights (wae.cost imports us)
-
     sides = sorted(range(step, hi + 1, step), key=lambda s: (abs(s - around), s))[:tries]
-    runs = [(_Run(m, {}, meta=True), _Run(m, {}, meta=False), c) for m, c in nets]
+    runs = [(BoundCall(m, meta=True), BoundCall(m, meta=False), c) for m, c in nets]
     modes = [(m, m.training) for m, _ in nets]
     for m, _ in modes:
         m.eval()

@@ -8,13 +8,14 @@ torchvision VGG's, reused by WAENet.from_trained.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ._backbone import BackboneError, classifier_parts
 
-__all__ = ["ClassifierHead", "LinearHead", "MLPHead", "own_classifier"]
+__all__ = ["ClassifierHead", "LinearHead", "MLPHead", "build_heads", "own_classifier"]
 
 
 class LinearHead(nn.Module):
@@ -87,3 +88,36 @@ def own_classifier(clf: nn.Module, num_classes: int) -> ClassifierHead:
         fresh = nn.Linear(last.in_features, num_classes, bias=last.bias is not None)
         setattr(head.classifier.get_submodule(parent) if parent else head.classifier, attr, fresh)
     return head
+
+
+def build_heads(
+    head: str,
+    num_classes: int,
+    features: tuple[int, int | None],
+    maps: tuple[int, int],
+    *,
+    hidden: Sequence[int] = (1024, 2048),
+    drop_rate: float | None = None,
+    classifier: nn.Module | None = None,
+) -> tuple[nn.Module, nn.Module | None]:
+    """(s_L's head, the fused head or None) of the type `head` for the branches' feature maps:
+    `features` (C_L, C_H or None without an I_H branch) channels of `maps` (h, w) each.
+
+    "vgg": MLPHeads of widths `hidden` on the flattened maps (dropout 0.5 unless
+    `drop_rate`); "classifier": `classifier` for s_L, the fused MLPHead for s_c; "linear":
+    LinearHeads on the pooled maps (no dropout unless `drop_rate`)."""
+    c_low, c_high = features
+    c_all = c_low + (c_high or 0)
+    if head in ("vgg", "classifier"):
+        area = maps[0] * maps[1]
+        drop = 0.5 if drop_rate is None else drop_rate
+        low = (
+            classifier
+            if classifier is not None
+            else MLPHead(c_low * area, hidden[0], num_classes, drop)
+        )
+        fused = MLPHead(c_all * area, hidden[1], num_classes, drop) if c_high is not None else None
+        return low, fused
+    drop = 0.0 if drop_rate is None else drop_rate
+    low = LinearHead(c_low, num_classes, drop)  # built first: a seeded model's weights depend on it
+    return low, LinearHead(c_all, num_classes, drop) if c_high is not None else None

@@ -18,8 +18,6 @@ release's fused head for s_c.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -27,22 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..autoencoder import (
-    FixedNorm,
-    ShapeError,
-    WAEOutput,
-    WaveletAutoEncoder,
-    check_count,
-    is_count,
-)
-from ..encoders import DEFAULT_ENCODER, check_encoder
-from ..runtime import is_out_of_memory
-from ._backbone import BackboneError, build_classifier, build_features, runnable_sides, size_advice
+from ..autoencoder import FixedNorm, ShapeError, WAEOutput, WaveletAutoEncoder, check_count
+from ..encoders import DEFAULT_ENCODER
 from ._cfgs import CFG_R50, CFG_S28, CFG_S32, CFG_S64, CFG_VGG16
 from ._registry import register_model
-from ._slim import quarter_width
-from .heads import LinearHead, MLPHead, own_classifier
-from .spec import SpecError
+from ._wae_parts import (
+    adapt_backbone,
+    check_backbone_args,
+    check_classifier_arg,
+    check_head_args,
+    probe_features,
+    size_pair,
+)
+from .heads import build_heads
+from .payoff import check_payoff as run_payoff_check
 
 __all__ = ["WAENet", "WAENetOutput", "classification_loss"]
 
@@ -115,16 +111,11 @@ class WAENet(nn.Module):
         classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        _check_args(head, head_hidden, drop_rate, high_net is not None, heads=_HEADS)
-        if (head == "classifier") != (classifier is not None):
-            raise SpecError(
-                f"head='classifier' takes the s_L head as `classifier` (a ClassifierHead), and "
-                f"only it does; got head={head!r} with classifier={type(classifier).__name__}. "
-                f"WAENet.from_backbone(..., head='classifier') builds it from the backbone."
-            )
+        check_head_args(head, head_hidden, drop_rate, high_net is not None)
+        check_classifier_arg(head, classifier)
         self.num_classes = check_count(num_classes, "num_classes", "classes")
         self.in_chans = check_count(in_chans, "in_chans", "image channels")
-        self.input_size = _pair(input_size)
+        self.input_size = size_pair(input_size)
         self.head_type = head
         self.wae = decomposer if decomposer is not None else WaveletAutoEncoder(in_chans)
         low_chans = getattr(self.wae, "low_chans", in_chans)
@@ -134,45 +125,29 @@ class WAENet(nn.Module):
         self.low_net = low_net
         self.high_net = high_net
 
-        # Probe the feature shapes at the working resolution (I_L is half the input size).
-        half = tuple(math.ceil(s / 2) for s in self.input_size)
-        was_training = self.training
-        try:
-            with torch.no_grad():
-                low_net.eval()
-                f_low = low_net(torch.zeros(1, low_chans, *half))
-                f_high = None
-                if high_net is not None:
-                    high_net.eval()
-                    f_high = high_net(torch.zeros(1, high_chans, *half))
-        except RuntimeError as e:
-            if is_out_of_memory(e):
-                raise BackboneError(
-                    f"Not enough memory to probe the backbone at input_size {self.input_size}. "
-                    f"Use a smaller input_size."
-                ) from e
-            nets = [(low_net, low_chans), (high_net, high_chans)]
-            sides, tried = runnable_sides([n for n in nets if n[0] is not None], half[0])
-            advice = size_advice(
-                [2 * s for s in sides], self.input_size[0], (2 * tried[0], 2 * tried[1]), 16
-            )
-            raise BackboneError(
-                f"The backbone cannot run on the half-resolution sub-images: for input_size "
-                f"{self.input_size} they are {half[0]}x{half[1]} ({str(e).splitlines()[0]}). "
-                f"{advice}"
-            ) from e
-        self.train(was_training)
-        _check_features(f_low, "low_net")
+        # The feature shapes at the working resolution (I_L is half the input size).
+        f_low, f_high = probe_features(
+            (low_net, low_chans), (high_net, high_chans), self.input_size
+        )
+        self.train(self.training)  # every part in the model's mode, the given nets included
+        self._set_feature_info(f_low, f_high)
+        # The MLP heads flatten the maps: they take this size only (checked in forward).
+        flat = head == "vgg" or (head == "classifier" and high_net is not None)
+        self.head_maps = tuple(f_low.shape[-2:]) if flat else None
+        self.head_low, self.head_fused = build_heads(
+            head,
+            num_classes,
+            (self.low_features, self.high_features if f_high is not None else None),
+            tuple(f_low.shape[-2:]),
+            hidden=head_hidden,
+            drop_rate=drop_rate,
+            classifier=classifier,
+        )
+
+    def _set_feature_info(self, f_low: torch.Tensor, f_high: torch.Tensor | None) -> None:
+        """Channel counts and timm-style `feature_info` of the branches' maps (N, C, h, w)."""
         self.low_features = f_low.shape[1]
-        self.high_features = 0
-        if f_high is not None:
-            _check_features(f_high, "high_net")
-            if f_high.shape[-2:] != f_low.shape[-2:]:
-                raise BackboneError(
-                    f"The I_L and I_H feature maps differ in size ({tuple(f_low.shape[-2:])} vs "
-                    f"{tuple(f_high.shape[-2:])}): the branches must downsample alike."
-                )
-            self.high_features = f_high.shape[1]
+        self.high_features = f_high.shape[1] if f_high is not None else 0
         self.num_features = self.low_features + self.high_features
         self.feature_info = [
             dict(num_chs=self.low_features, reduction=self._reduction(f_low), module="low_net")
@@ -182,29 +157,6 @@ class WAENet(nn.Module):
                 dict(
                     num_chs=self.high_features, reduction=self._reduction(f_high), module="high_net"
                 )
-            )
-
-        # The MLP heads flatten the maps: they take this size only (checked in forward).
-        flat = head == "vgg" or (head == "classifier" and high_net is not None)
-        self.head_maps = tuple(f_low.shape[-2:]) if flat else None
-        if head in ("vgg", "classifier"):
-            area = f_low.shape[-2] * f_low.shape[-1]
-            drop = 0.5 if drop_rate is None else drop_rate
-            self.head_low = (
-                classifier
-                if classifier is not None
-                else MLPHead(self.low_features * area, head_hidden[0], num_classes, drop)
-            )
-            self.head_fused = (
-                MLPHead(self.num_features * area, head_hidden[1], num_classes, drop)
-                if high_net is not None
-                else None
-            )
-        else:
-            drop = 0.0 if drop_rate is None else drop_rate
-            self.head_low = LinearHead(self.low_features, num_classes, drop)
-            self.head_fused = (
-                LinearHead(self.num_features, num_classes, drop) if high_net is not None else None
             )
 
     def _reduction(self, f: torch.Tensor) -> int:
@@ -262,59 +214,41 @@ class WAENet(nn.Module):
         warn (:class:`wae.PayoffWarning`) if WAE is not at least 1.5x cheaper (see
         :func:`wae.cost.check_payoff`; counted on the meta device, under a second).
         """
-        # Checked before anything is built (a backbone can take seconds).
-        _check_args(head, head_hidden, drop_rate, use_high, heads=("auto", *_HEADS))
-        _pair(input_size)
-        _check_decomposer(decomposer, encoder)
-        if not is_count(high_divisor):
-            raise SpecError(f"high_divisor must be a positive integer, got {high_divisor!r}.")
-        clf = build_classifier(
-            backbone,
-            num_classes=1000 if pretrained else num_classes,
-            in_chans=in_chans,
-            pretrained=pretrained,
-            **backbone_kwargs,
+        check_backbone_args(
+            head, head_hidden, drop_rate, use_high, input_size, decomposer, encoder, high_divisor
         )
-        features = build_features(clf, in_chans)
-        dec = _build_decomposer(decomposer, in_chans, encoder)
-        user_high = high_net is not None  # a user's module cannot be rebuilt from a spec
-        if use_high and high_net is None:
-            high_chans = getattr(dec, "high_chans", in_chans)
-            high_net = quarter_width(features, in_chans=high_chans, divisor=high_divisor)
-        if head == "auto":
-            head = "vgg" if getattr(features, "family", "") == "vgg" else "linear"
-        net = cls(
-            features,
-            high_net if use_high else None,
+        parts = adapt_backbone(
+            backbone,
             num_classes,
-            decomposer=dec,
             in_chans=in_chans,
+            input_size=input_size,
+            pretrained=pretrained,
+            decomposer=decomposer,
+            encoder=encoder,
             head=head,
             head_hidden=head_hidden,
             drop_rate=drop_rate,
-            input_size=input_size,
-            classifier=own_classifier(clf, num_classes) if head == "classifier" else None,
+            use_high=use_high,
+            high_net=high_net,
+            high_divisor=high_divisor,
+            backbone_kwargs=backbone_kwargs,
         )
-        if isinstance(backbone, str) and isinstance(decomposer, str) and not user_high:
-            # Enough to rebuild the architecture (checkpoints store this, not pickled code).
-            kwargs = dict(
-                num_classes=num_classes,
-                in_chans=in_chans,
-                input_size=list(net.input_size),
-                head=head,
-                head_hidden=list(head_hidden),
-                decomposer=decomposer,
-                encoder=encoder,
-                use_high=use_high,
-                drop_rate=drop_rate,
-                **({} if high_divisor == 4 else {"high_divisor": high_divisor}),
-                **backbone_kwargs,
-            )
-            net.wae_spec = {"builder": "wae_net", "backbone": backbone, "kwargs": kwargs}
-        if check_payoff:
-            from ..cost.payoff import check_payoff as check  # wae.cost imports wae.models
-
-            check(net, clf, stacklevel=3)  # clf: the backbone's own full-resolution network
+        net = cls(
+            parts.features,
+            parts.high_net,
+            num_classes,
+            decomposer=parts.decomposer,
+            in_chans=in_chans,
+            head=parts.head,
+            head_hidden=head_hidden,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            classifier=parts.classifier,
+        )
+        if parts.spec is not None:  # built by name: checkpoints store this, not pickled code
+            net.wae_spec = parts.spec
+        if check_payoff:  # against the backbone's own full-resolution network
+            run_payoff_check(net, parts.full, stacklevel=3)
         return net
 
     # -- forward paths -------------------------------------------------------------------------
@@ -435,85 +369,6 @@ class WAENet(nn.Module):
             if self.norm_high is not None:
                 self.norm_high.update_stats(parts.high)
         self.train(was_training)
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    """An input size as (H, W) of positive ints, else a ShapeError."""
-    t = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(v, Sequence) else ()
-    if len(t) != 2 or not all(is_count(s) for s in t):
-        raise ShapeError(f"input_size must be a positive int or (H, W), got {v!r}.")
-    return (int(t[0]), int(t[1]))
-
-
-def _check_args(
-    head: str,
-    head_hidden: Sequence[int],
-    drop_rate: float | None,
-    use_high: bool,
-    heads: tuple[str, ...],
-) -> None:
-    """The head arguments of WAENet / from_backbone (SpecError / ShapeError naming them)."""
-    if head not in heads:
-        raise SpecError(f"head must be one of {heads}, got {head!r}.")
-    n = 2 if use_high else 1
-    hidden = list(head_hidden) if isinstance(head_hidden, (list, tuple)) else []
-    bad = len(hidden) < n or not all(is_count(h) for h in hidden)
-    if head != "linear" and bad:  # linear heads have no hidden layer
-        raise ShapeError(
-            f"head_hidden must list {n} positive widths (the s_L head's"
-            f"{', the fused head' if use_high else ''}), got {head_hidden!r}."
-        )
-    if drop_rate is not None and not (
-        isinstance(drop_rate, (int, float)) and 0.0 <= drop_rate <= 1.0
-    ):
-        raise SpecError(f"drop_rate must be None or from 0 to 1, got {drop_rate!r}.")
-
-
-def _check_features(f: Any, name: str) -> None:
-    if not isinstance(f, torch.Tensor) or f.dim() != 4:
-        shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-        raise BackboneError(
-            f"{name} must return a feature map (N, C, h, w), got {shape}. Pass a feature "
-            f"extractor, or a classifier torch.fx can trace."
-        )
-
-
-_HEADS = ("linear", "vgg", "classifier")
-
-
-_DECOMPOSERS = ("wae", "encoder", "wavelet")
-
-
-def _check_decomposer(spec: str | nn.Module, encoder: str) -> None:
-    """The decomposer and encoder names (SpecError / EncoderError), before anything is built."""
-    check_encoder(encoder)
-    if isinstance(spec, nn.Module):
-        learned = False
-    elif spec in _DECOMPOSERS:
-        learned = spec != "wavelet"
-    else:
-        raise SpecError(
-            f"decomposer must be 'wae', 'encoder', 'wavelet' or an nn.Module, got {spec!r}."
-        )
-    if encoder != DEFAULT_ENCODER and not learned:
-        what = f"decomposer={spec!r}" if isinstance(spec, str) else "a decomposer module"
-        raise SpecError(
-            f"encoder={encoder!r} chooses the encoder of the learned decomposers ('wae', "
-            f"'encoder'); {what} has none. Leave encoder out, or use decomposer='wae'."
-        )
-
-
-def _build_decomposer(spec: str | nn.Module, in_chans: int, encoder: str) -> nn.Module:
-    if isinstance(spec, nn.Module):
-        return spec
-    if spec == "wavelet":
-        from ..wavelet import WaveletDecomposer
-
-        return WaveletDecomposer(in_chans)
-    return WaveletAutoEncoder(in_chans, decoder=spec == "wae", encoder=encoder)
 
 
 def _create_wae_net(backbone: str, cfg: dict[str, Any], **kwargs: Any) -> WAENet:

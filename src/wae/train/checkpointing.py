@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..checkpoint import (
+    META,
     CheckpointError,
     atomic_write_bytes,
     atomic_write_json,
@@ -205,9 +206,9 @@ def write_results(ctx: RunContext, result: dict[str, Any]) -> None:
 def load_weights(ctx: RunContext, directory: Path, what: str) -> dict[str, Any]:
     """Load the weights in `directory` (a checkpoint: `what`, for messages) into the model;
     returns its model.json document. Refuses another class count or architecture."""
-    if not (directory / "model.json").is_file():
+    if not (directory / META).is_file():
         raise CheckpointError(
-            f"The {what} {directory} is not a wae checkpoint (no model.json there). Point it "
+            f"The {what} {directory} is not a wae checkpoint (no {META} there). Point it "
             f"at a checkpoint directory written by `wae train`, e.g. runs/<name>/final."
         )
     doc, state = load_checkpoint(directory)
@@ -239,10 +240,7 @@ def load_init(ctx: RunContext, directory: Path) -> None:
     if not (isinstance(m, WAENet) or (isinstance(m, PlainNet) and m.half)):
         load_weights(ctx, directory, "model.init checkpoint")
         return
-    if (
-        not (directory / "model.json").is_file()
-        or spec_backbone(read_meta(directory)["spec"])[0] is None
-    ):
+    if not (directory / META).is_file() or spec_backbone(read_meta(directory)["spec"])[0] is None:
         # Not a full-resolution network built by name: an exact load (or its clear error).
         load_weights(ctx, directory, "model.init checkpoint")
         return

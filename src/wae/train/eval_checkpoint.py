@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, check_num_classes, load_model, read_meta
+from ..checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    check_num_classes,
+    load_model,
+    read_checkpoint_meta,
+)
 from ..data import DATASET_NAMES, DataError, LabeledDataset, build_dataset
 from ..models import WAENet
 from ..precision import INFERENCE_PRECISIONS, cast_for_inference
@@ -52,32 +58,30 @@ def checkpoint_dataset(
     split: str = "test",
     subset: int | None = None,
     seed: int = 0,
-    doc: dict[str, Any] | None = None,
+    doc: CheckpointMeta | Mapping[str, Any] | None = None,
 ) -> tuple[LabeledDataset, str]:
     """(dataset, its name) to score the checkpoint in `path` on: `data` if given, else the
-    dataset its metadata names, at the checkpoint's input size and channels. `doc`: its
-    model.json document when the caller has read it already. The caller checks that the
-    classes match (after the model is loaded, so a wrong count is named first; see
-    :func:`checked_dataset`). Every split comes as the model sees images at inference, the
-    train split too (no augmentation): it is scored, or calibrates an int8 model."""
-    doc = doc if doc is not None else read_meta(path)
-    meta, config = doc["meta"], doc["config"]
-    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
-    dataset = data or meta.get("dataset") or data_cfg.get("dataset")
+    dataset its metadata names, at the checkpoint's input size and channels
+    (:class:`~wae.checkpoint.CheckpointMeta`). `doc`: its metadata (or model.json document)
+    when the caller has read it already. The caller checks that the classes match (after
+    the model is loaded, so a wrong count is named first; see :func:`checked_dataset`).
+    Every split comes as the model sees images at inference, the train split too (no
+    augmentation): it is scored, or calibrates an int8 model."""
+    meta = _typed(path, doc)
+    dataset = data or meta.dataset
     if not dataset:
         raise CheckpointError(
             f"The checkpoint {path} does not say which data it was trained on; pass --data "
             f"({DATASET_NAMES})."
         )
     if data_dir is None and data is None:
-        data_dir = data_cfg.get("data_dir")
-    spec_kw = doc["spec"].get("kwargs", {})
+        data_dir = meta.data_config.get("data_dir")
     ds = build_dataset(
         dataset,
         split,
         data_dir=data_dir,
-        input_size=meta.get("input_size") or _size(spec_kw.get("input_size")),
-        in_chans=meta.get("in_chans") or spec_kw.get("in_chans"),
+        input_size=meta.input_size,
+        in_chans=meta.in_chans,
         subset=subset,
         seed=seed,
         train_transforms=False,  # scored, never trained on: no augmentation
@@ -86,14 +90,24 @@ def checkpoint_dataset(
 
 
 def checked_dataset(
-    path: str | os.PathLike[str], doc: dict[str, Any], **kwargs: Any
+    path: str | os.PathLike[str], doc: CheckpointMeta | Mapping[str, Any], **kwargs: Any
 ) -> tuple[LabeledDataset, str]:
     """:func:`checkpoint_dataset` (same keywords), refused unless its classes are those the
-    checkpoint (model.json document `doc`) was trained on."""
-    ds, dataset = checkpoint_dataset(path, doc=doc, **kwargs)
-    check_num_classes(doc, ds.num_classes, path)
-    _check_classes(doc["meta"].get("classes"), ds, dataset)
+    checkpoint (its metadata, or model.json document, `doc`) was trained on."""
+    meta = _typed(path, doc)
+    ds, dataset = checkpoint_dataset(path, doc=meta, **kwargs)
+    check_num_classes(meta.doc, ds.num_classes, path)
+    _check_classes(meta.classes, ds, dataset)
     return ds, dataset
+
+
+def _typed(
+    path: str | os.PathLike[str], doc: CheckpointMeta | Mapping[str, Any] | None
+) -> CheckpointMeta:
+    """The checkpoint's metadata: `doc` as it is, typed, or read from `path`."""
+    if isinstance(doc, CheckpointMeta):
+        return doc
+    return read_checkpoint_meta(path) if doc is None else CheckpointMeta.from_doc(doc, path)
 
 
 def evaluate_checkpoint(
@@ -129,15 +143,16 @@ def evaluate_checkpoint(
     dev = torch.device("cpu") if precision == "int8" else device_from_spec(device)
     # The model first: a checkpoint is refused before any data file is opened.
     model, doc = load_model(path, allow_code=allow_code)
+    meta = CheckpointMeta.from_doc(doc, path)
     ds, dataset = checked_dataset(
-        path, doc, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed
+        path, meta, data=data, data_dir=data_dir, split=split, subset=subset, seed=seed
     )
     scorer: nn.Module = _scorer(model, head, path)
     extra: dict[str, Any] = {}
     if precision == "bf16":
         scorer = CastInput(cast_for_inference(scorer, "bf16"), torch.bfloat16)
     elif precision == "int8":  # calibrated on the train split, as the model sees it (no aug.)
-        train_ds, _ = checked_dataset(path, doc, data=data, data_dir=data_dir, split="train")
+        train_ds, _ = checked_dataset(path, meta, data=data, data_dir=data_dir, split="train")
         scorer, extra = _int8_scorer(scorer, train_ds, calibration_size or 512, seed)
     result = evaluate(
         scorer.to(dev),
@@ -152,11 +167,11 @@ def evaluate_checkpoint(
         checkpoint=str(Path(path)),
         dataset=dataset,
         split=split,
-        model=doc["spec"].get("name") or doc["spec"].get("backbone"),
+        model=meta.arch,
         head=head,
         precision=precision,
         **extra,
-        config=doc["config"],
+        config=meta.config,
     )
     return result
 
@@ -269,10 +284,10 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_classes(saved: list[str] | None, ds: LabeledDataset, dataset: str) -> None:
+def _check_classes(saved: Sequence[str] | None, ds: LabeledDataset, dataset: str) -> None:
     if saved and list(saved) != list(ds.classes):
         raise CheckpointError(
-            f"The checkpoint was trained on classes {saved[:5]}... but {dataset} has "
+            f"The checkpoint was trained on classes {list(saved)[:5]}... but {dataset} has "
             f"{list(ds.classes)[:5]}...: the labels would not mean the same thing. Evaluate on "
             f"the dataset the checkpoint was trained on."
         )
@@ -289,9 +304,3 @@ def _scorer(model: nn.Module, head: str, path: str | os.PathLike[str]) -> nn.Mod
             + ". Drop --head."
         )
     return HeadScores(model, head)
-
-
-def _size(v: object) -> int | None:
-    if isinstance(v, (list, tuple)) and v:
-        return int(v[0])
-    return int(v) if isinstance(v, int) else None

@@ -43,6 +43,7 @@ __all__ = [
     "RunDirError",
     "RunPlan",
     "epoch_checkpoint_name",
+    "epochs_done",
     "inspect",
     "move_aside",
     "plan_run",
@@ -228,6 +229,24 @@ def plan_run(
     if resume:
         return _plan_resume(req, plan)
     return _plan_again(req, plan, overwrite)
+
+
+def epochs_done(out: Path, cfg_dict: dict[str, Any]) -> int:
+    """Epochs of the run of `cfg_dict` that `out` holds already, as a resume finds them: the
+    complete stages' (all of a stage's epochs, also one that stopped early) and the newest
+    checkpoint's of the next stage; 0 when `out` holds a run of another config."""
+    st = inspect(out)
+    if st.empty or (st.config is not None and fingerprint(st.config) != fingerprint(cfg_dict)):
+        return 0
+    stages, k, done = cfg_dict["stages"], 1, 0
+    while k <= len(stages) and _matches(st, cfg_dict, k):
+        done += int(stages[k - 1]["epochs"])
+        k += 1
+    latest = st.latest or {}
+    if k <= len(stages) and latest.get("stage") == k:
+        if latest.get("stage_fingerprint") == stage_fingerprint(cfg_dict, k):
+            done += int(latest["epoch"])
+    return done
 
 
 def _plan_resume(req: _Request, plan: RunPlan) -> RunPlan:

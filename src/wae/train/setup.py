@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..autoencoder import WaveletAutoEncoder
-from ..checkpoint import CheckpointError, load_model, model_spec
+from ..checkpoint import CheckpointError, CheckpointMeta, load_model, model_spec
 from ..data import LabeledDataset
 from ..errors import WAEError
 from ..models import WAENet, build_named
@@ -266,7 +266,8 @@ def build_teacher(ctx: RunContext) -> None:
             f"teacher is the trained full-resolution network (e.g. the final checkpoint of a "
             f"fashion_mnist_baseline run)."
         )
-    size, chans = doc["meta"].get("input_size"), doc["meta"].get("in_chans")
+    typed = CheckpointMeta.from_doc(doc, path)
+    size, chans = typed.input_size, typed.in_chans
     if (size, chans) != (meta["input_size"], meta["in_chans"]):
         raise ConfigError(
             f"teacher.checkpoint {path} was trained on {chans}-channel {size}x{size} images, "

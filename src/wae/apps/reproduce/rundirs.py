@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...checkpoint import META
 from ...train import rundir
 from ...train.config import config_diff, fingerprint
 
@@ -49,6 +50,6 @@ def run_status(run_dir: Path, cfg: dict[str, Any]) -> tuple[str, list[str]]:
         return "train", []
     if st.config is not None and fingerprint(st.config) != fingerprint(cfg):
         return "changed", config_diff(st.config, cfg)
-    final = run_dir / rundir.FINAL / "model.json"
+    final = run_dir / rundir.FINAL / META
     done = (run_dir / rundir.RESULTS).is_file() and final.is_file()
     return ("reuse" if done else "resume"), []

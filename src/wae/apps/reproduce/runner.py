@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ... import __version__
+from ..._version import __version__
 from ...checkpoint import atomic_write_json, load_model
 from ...cost import machine_info
 from ...data import CUE_FEATURES, trivial_cue_accuracy

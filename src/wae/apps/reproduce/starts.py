@@ -10,7 +10,14 @@ from typing import Any
 
 import torch
 
-from ...checkpoint import load_checkpoint, load_model, read_meta, save_checkpoint
+from ...checkpoint import (
+    META,
+    CheckpointMeta,
+    load_checkpoint,
+    load_model,
+    read_meta,
+    save_checkpoint,
+)
 from ...data import build_loader
 from ...models import create_model
 from ...models.pruned import changed_shapes
@@ -34,6 +41,11 @@ __all__ = [
 _SIZE_KEYS = ("num_classes", "in_chans", "input_size")  # given by the data, not the spec
 
 
+def _sizes(m: CheckpointMeta) -> dict[str, Any]:
+    """The builder arguments `_SIZE_KEYS` of a checkpoint's model, from its metadata."""
+    return {"num_classes": m.num_classes, "in_chans": m.in_chans, "input_size": m.input_size}
+
+
 # --------------------------------------------------------------------------------------------
 # I_L alone
 # --------------------------------------------------------------------------------------------
@@ -49,14 +61,12 @@ def il_init_dir(out: Path, wae_cfg: dict[str, Any], seed: int) -> Path:
 def make_il_init(wae_run: Path, il_cfg: dict[str, Any], dest: Path) -> Path:
     """I_L alone's starting weights: its own seeded initialisation (as the engine would draw
     it) with the WAE and I_L normalisation copied from the WAE run's stage-1 checkpoint."""
-    if (dest / "model.json").is_file():
+    if (dest / META).is_file():
         return dest
     doc, state = load_checkpoint(wae_run / "stage1")
-    meta = doc["meta"]
+    m = CheckpointMeta.from_doc(doc, wae_run / "stage1")
     torch.manual_seed(il_cfg["seed"])  # the engine seeds the same way before building
-    model = create_model(
-        il_cfg["model"]["name"], **{k: meta[k] for k in _SIZE_KEYS}, **il_cfg["model"]["kwargs"]
-    )
+    model = create_model(il_cfg["model"]["name"], **_sizes(m), **il_cfg["model"]["kwargs"])
     own = model.state_dict()
     copied = [k for k in state if k.startswith(("wae.", "norm_low.")) and k in own]
     if not any(k.startswith("wae.") for k in copied):
@@ -67,7 +77,7 @@ def make_il_init(wae_run: Path, il_cfg: dict[str, Any], dest: Path) -> Path:
     save_checkpoint(
         dest,
         model,
-        meta={**meta, "source": str(wae_run / "stage1"), "copied": "wae.*, norm_low.*"},
+        meta={**m.meta, "source": str(wae_run / "stage1"), "copied": "wae.*, norm_low.*"},
     )
     return dest
 
@@ -87,7 +97,7 @@ def kd_teacher_dir(out: Path, full_cfg: dict[str, Any], seed: int) -> Path:
 
 def make_kd_teacher(full_run: Path, dest: Path) -> Path:
     """Copy the full run's final checkpoint to `dest` (:func:`kd_teacher_dir`), once."""
-    if (dest / "model.json").is_file():
+    if (dest / META).is_file():
         return dest
     src = full_run / rundir.FINAL
     model, doc = load_model(src)
@@ -122,7 +132,7 @@ def pruned_dir(
 
 def read_pruned(dest: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(model config, pruning log) of a pruning already on disk, else None."""
-    if not (dest / "model.json").is_file():
+    if not (dest / META).is_file():
         return None
     doc = read_meta(dest)
     return _pruned_model_cfg(doc["spec"]["kwargs"], dest), doc["meta"]["pruning"]
@@ -151,18 +161,16 @@ def make_pruned(
         f"{target_macs / 1e6:.2f} MMACs"
     )
     full, doc = load_model(full_dir)
-    meta = doc["meta"]
+    m = CheckpointMeta.from_doc(doc, full_dir)
     batches = _gradient_batches(full_cfg, grad_batches, grad_batch_size)
-    example = torch.zeros(1, meta["in_chans"], meta["input_size"], meta["input_size"])
-    pruned, plog = taylor_prune(
-        full, batches, target_macs, example, num_classes=meta["num_classes"]
-    )
+    example = torch.zeros(1, m.in_chans, *m.input_hw)
+    pruned, plog = taylor_prune(full, batches, target_macs, example, num_classes=m.num_classes)
     kwargs = {
-        "base": doc["spec"]["name"],
+        "base": m.spec["name"],
         "shapes": changed_shapes(full, pruned),
-        **{k: v for k, v in doc["spec"]["kwargs"].items() if k not in _SIZE_KEYS},
+        **{k: v for k, v in m.spec["kwargs"].items() if k not in _SIZE_KEYS},
     }
-    rebuilt = create_model("pruned_net", **{k: meta[k] for k in _SIZE_KEYS}, **kwargs)
+    rebuilt = create_model("pruned_net", **_sizes(m), **kwargs)
     rebuilt.load_state_dict(pruned.state_dict())  # proves the builder rebuilds it exactly
     log(
         f"  pruned to {plog['final_macs'] / 1e6:.2f} MMACs (full: {plog['base_macs'] / 1e6:.2f})"
@@ -174,7 +182,7 @@ def make_pruned(
         for k, v in kwargs["shapes"].items()
         if len(v) == 3  # conv out-channels
     }
-    save_checkpoint(dest, rebuilt, meta={**meta, "pruning": plog})
+    save_checkpoint(dest, rebuilt, meta={**m.meta, "pruning": plog})
     return _pruned_model_cfg(kwargs, dest), plog
 
 

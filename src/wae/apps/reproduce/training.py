@@ -25,7 +25,9 @@ from typing import IO, Any
 import torch
 
 from ...checkpoint import atomic_write_json, read_meta
+from ...progress import JobProgress, PlannedRun
 from ...train import evaluate_checkpoint, run_training
+from ...train.rundir import epochs_done
 from .methods import METHODS, TAUGHT_KEYS, ReproduceError, budget_text
 from .options import Log
 from .plan import SeedConfigs, Setup
@@ -60,6 +62,7 @@ TRAIN_ORDER = (
     "wae_kd_feat",
 )
 LABELS = {m.key: m.label for m in METHODS}
+NOMINAL_BASIS = "an estimate from the plan's nominal rates, spread over each method's epochs"
 
 
 @dataclass
@@ -72,6 +75,7 @@ class SeedJob:
     grad: tuple[int, int]  # (batches, batch size) of the pruning gradients
     retrain_changed: bool = False
     verbose: bool = True  # progress lines, and the engine's per-epoch lines
+    runs: tuple[PlannedRun, ...] = ()  # the seed's runs as planned, for the job's progress
 
     @property
     def seed(self) -> int:
@@ -102,9 +106,31 @@ def make_jobs(setup: Setup, *, verbose: bool) -> dict[int, SeedJob]:
             grad_batches(setup.opts.quick),
             setup.opts.retrain_changed,
             verbose,
+            planned_runs(setup, s),
         )
         for s in setup.plan.seeds
     }
+
+
+def planned_runs(setup: Setup, seed: int) -> tuple[PlannedRun, ...]:
+    """The seed's training runs for the job's progress: each method's stages, its share of
+    the plan's estimate (``plan.estimate_s``, spread evenly over its epochs) and the epochs
+    its run directory holds already."""
+    plan, sc = setup.plan, setup.seeds[seed]
+    runs = []
+    for key in TRAIN_ORDER:
+        stages = tuple((st["name"], int(st["epochs"])) for st in plan.stages.get(key) or ())
+        if key not in sc.methods or not stages:
+            continue
+        per_epoch = plan.estimate_s.get(key, 0.0) / len(plan.seeds) / sum(n for _, n in stages)
+        cfg = sc.configs.get(key)  # the pruned network's is known once it is pruned
+        done = epochs_done(run_dir(setup.out, key, seed), cfg) if cfg else 0
+        runs.append(PlannedRun(_run_name(key, seed), stages, (per_epoch,) * len(stages), 0.0, done))
+    return tuple(runs)
+
+
+def _run_name(key: str, seed: int) -> str:
+    return f"{key} seed {seed}"
 
 
 def train_seeds(setup: Setup, log: Log) -> tuple[dict[int, SeedResult], dict[str, float]]:
@@ -133,14 +159,28 @@ def train_seeds(setup: Setup, log: Log) -> tuple[dict[int, SeedResult], dict[str
         )
         timing["parallel_training"] = time.perf_counter() - t0
     here = make_jobs(setup, verbose=setup.opts.verbose)
-    for s in plan.seeds:
-        if s not in results:
-            results[s] = train_seed(here[s], log)
+    left = [s for s in plan.seeds if s not in results]
+    runs = [r for s in left for r in here[s].runs]  # the plan is printed: announce nothing
+    bar = None if setup.opts.verbose else False
+    with JobProgress(runs, log=log, bar=bar, basis=NOMINAL_BASIS, announce=False) as job:
+        for s in left:
+            results[s] = train_seed(here[s], log, job)
     return {s: results[s] for s in plan.seeds}, timing
 
 
-def train_seed(job: SeedJob, log: Callable[[str], None]) -> SeedResult:
-    """Train (or reuse) every method of one seed, in :data:`TRAIN_ORDER`."""
+def train_seed(
+    job: SeedJob, log: Callable[[str], None], progress: JobProgress | None = None
+) -> SeedResult:
+    """Train (or reuse) every method of one seed, in :data:`TRAIN_ORDER`. `progress`: the
+    job's, else the seed's own (a seed process: its plan and progress go to its log)."""
+    if progress is not None:
+        return _train_seed(job, log, progress)
+    bar = None if job.verbose else False
+    with JobProgress(job.runs, log=log, bar=bar, basis=NOMINAL_BASIS) as own:
+        return _train_seed(job, log, own)
+
+
+def _train_seed(job: SeedJob, log: Callable[[str], None], progress: JobProgress) -> SeedResult:
     res = SeedResult(job.seed)
     cfgs = job.configs.configs
     for key in TRAIN_ORDER:
@@ -150,15 +190,15 @@ def train_seed(job: SeedJob, log: Callable[[str], None]) -> SeedResult:
             make_il_init(
                 run_dir(job.out, "wae", job.seed), cfgs["il"], Path(cfgs["il"]["model"]["init"])
             )
-            _train_method(job, res, "il", cfgs["il"], log)
+            _train_method(job, res, "il", cfgs["il"], log, progress)
         elif key == "taylor":
-            _train_method(job, res, "taylor", _prune(job, res, log), log)
+            _train_method(job, res, "taylor", _prune(job, res, log), log, progress)
         elif key in TAUGHT_KEYS:
             teacher = Path(cfgs[key]["teacher"]["checkpoint"])
             make_kd_teacher(run_dir(job.out, "full", job.seed), teacher)
-            _train_method(job, res, key, cfgs[key], log)
+            _train_method(job, res, key, cfgs[key], log, progress)
         else:
-            _train_method(job, res, key, cfgs[key], log)
+            _train_method(job, res, key, cfgs[key], log, progress)
             if key == "wae" and "wae_noft" in job.configs.methods:
                 _add_stage2(job, res, log)
     return res
@@ -170,9 +210,15 @@ def _train_seed_logged(job: SeedJob) -> SeedResult:
 
 
 def _train_method(
-    job: SeedJob, res: SeedResult, key: str, cfg: dict[str, Any], log: Callable[[str], None]
+    job: SeedJob,
+    res: SeedResult,
+    key: str,
+    cfg: dict[str, Any],
+    log: Callable[[str], None],
+    progress: JobProgress,
 ) -> None:
-    """One method's run (trained, continued or reused); adds its test summary to `res`."""
+    """One method's run (trained, continued or reused); adds its test summary to `res` and
+    its epochs to the job's `progress`."""
     rd = run_dir(job.out, key, job.seed)
     st, diff = run_status(rd, cfg)
     if st == "changed" and not job.retrain_changed:
@@ -185,7 +231,10 @@ def _train_method(
     # (runtime settings are not part of a run's fingerprint).
     loud = ["runtime.verbose=true"] if job.verbose and not cfg["runtime"]["verbose"] else []
     t0 = time.perf_counter()
-    out = run_training(cfg, rd, resume=st != "changed", overwrite=st == "changed", overrides=loud)
+    with progress.run(_run_name(key, job.seed)) as hooks:
+        out = run_training(
+            cfg, rd, resume=st != "changed", overwrite=st == "changed", overrides=loud, hooks=hooks
+        )
     res.timing[f"{key}/seed{job.seed}"] = time.perf_counter() - t0
     if not out.get("complete") or not out.get("test"):
         raise ReproduceError(f"The run in {rd} did not complete (see its files).")

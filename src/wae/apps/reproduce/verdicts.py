@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ...stats import se_diff, verdict
+from ...stats import beyond_two_se, non_inferior, se_diff, two_se, verdict
 
 __all__ = ["SPEEDUP_FRACTION", "claims", "fmt_err", "fmt_num", "fmt_pm", "se_diff", "verdict"]
 
@@ -67,8 +67,8 @@ def _strength(margin: float, se: float, spread: float | None) -> str:
     parts = []
     if math.isfinite(se):
         parts.append(
-            f"{'beyond' if abs(margin) > 2 * se else 'within'} 2 standard errors "
-            f"(2 SE = {2 * se:.2f} pts)"
+            f"{'beyond' if beyond_two_se(margin, se) else 'within'} 2 standard errors "
+            f"(2 SE = {two_se(se):.2f} pts)"
         )
     if spread is not None:
         parts.append(
@@ -225,11 +225,9 @@ def _keeps_full(
         return {**out, "verdict": "not measured", "margin": None, "ours": "n/a", "note": ""}
     margin = w["top1"] - f["top1"]
     se = se_diff(w["top1"], f["top1"], int(results.get("num_test") or 0))
-    # The claim is "no loss beyond 2 SE" (non-inferiority): within 2 SE it holds.
-    ok = margin >= -2 * se if math.isfinite(se) else margin >= 0
     return {
         **out,
-        "verdict": "holds" if ok else "does not hold",
+        "verdict": "holds" if non_inferior(margin, se) else "does not hold",
         "margin": margin,
         "unit": f"top-1 points ({who} - {ref[1]})",
         "ours": f"top-1 err {fmt_err(w)} vs {fmt_err(f)} %",

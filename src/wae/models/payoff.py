@@ -9,10 +9,10 @@ with a :class:`PayoffWarning`. The check counts the WAE's own encoder (whichever
 :mod:`wae.encoders` it has) and, for every other registered encoder, the ratio the same WAE
 would have with it: the message says whether another encoder (the light one) would pay off.
 
-Counting reuses :func:`~wae.cost.ops.count_ops` (FlopCounterMode) on ``meta`` tensors: the
-model's parameters and buffers are swapped for storage-less copies with
-:func:`torch.func.functional_call`, so nothing is computed or copied, whatever the model's size.
-A model whose forward cannot run on ``meta`` is counted for real, on a batch of one.
+Counting is :func:`wae.macs.count_macs` (FlopCounterMode, as :func:`wae.cost.count_ops`) on
+``meta`` tensors: nothing is computed or copied, whatever the model's size. A model whose
+forward cannot run on ``meta`` is counted for real, on a batch of one. The check lives with the
+models (core) because :meth:`WAENet.from_backbone` runs it; :mod:`wae.cost` re-exports it.
 """
 
 from __future__ import annotations
@@ -24,18 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..autoencoder import WaveletAutoEncoder
 from ..encoders import build_encoder, encoder_names
-from ..models.wae_net import _pair
-from ._common import resolve_device
-from .ops import count_ops
+from ..macs import count_macs
+from ._wae_parts import size_pair
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..models import WAENet
+    from .wae_net import WAENet
 
 __all__ = [
     "PAYOFF_MIN_RATIO",
@@ -163,35 +161,6 @@ def _fmt(macs: float) -> str:
     return f"{macs / 1e9:.2f} GMACs" if macs >= 1e8 else f"{macs / 1e6:.2f} MMACs"
 
 
-class _Run(nn.Module):
-    """``module(x, **kwargs)``; with ``meta``, on storage-less copies of its tensors."""
-
-    def __init__(self, module: nn.Module, kwargs: dict[str, Any], meta: bool) -> None:
-        super().__init__()
-        self.module = module
-        self.kwargs = kwargs
-        self.tensors = None
-        if meta:
-            named = [*module.named_parameters(), *module.named_buffers()]
-            self.tensors = {n: torch.empty_like(t, device="meta") for n, t in named}
-
-    def forward(self, x: torch.Tensor) -> Any:
-        if self.tensors is None:
-            return self.module(x, **self.kwargs)
-        return functional_call(self.module, self.tensors, (x,), self.kwargs)
-
-
-def _macs(module: nn.Module, shape: Sequence[int], **kwargs: Any) -> float:
-    """MACs of ``module(x, **kwargs)`` for an ``x`` of ``shape``: on meta, else for real."""
-    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-    try:
-        x = torch.empty(*shape, device="meta", dtype=dtype)
-        return count_ops(_Run(module, kwargs, meta=True), x).macs
-    except Exception:  # an op without a meta kernel, a data-dependent branch, ...
-        x = torch.zeros(*shape, device=resolve_device(module, None), dtype=dtype)
-        return count_ops(_Run(module, kwargs, meta=False), x).macs
-
-
 def alternative_encoders(
     encoder: str | None, in_chans: int, size: tuple[int, int]
 ) -> dict[str, float]:
@@ -205,7 +174,7 @@ def alternative_encoders(
         if name != encoder:
             with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 enc = build_encoder(name, in_chans)
-            out[name] = _macs(enc, (1, in_chans, *size))
+            out[name] = count_macs(enc, (1, in_chans, *size))
     return out
 
 
@@ -224,19 +193,19 @@ def mac_payoff(
     Counts on the ``meta`` device: no compute; ~0.07 s for VGG16 and ~0.65 s for ResNet-50 at
     224 on a busy 2-core CPU (the cost is per layer, not per MAC).
     """
-    size = _pair(input_size if input_size is not None else student.input_size)
+    size = size_pair(input_size if input_size is not None else student.input_size)
     chans = in_chans if in_chans is not None else student.in_chans
     shape = (1, chans, *size)
-    wae_macs = _macs(student, shape)
+    wae_macs = count_macs(student, shape)
     decode = {"decode": False} if isinstance(student.wae, WaveletAutoEncoder) else {}
-    encoder_macs = _macs(student.wae, shape, **decode)
+    encoder_macs = count_macs(student.wae, shape, **decode)
     if full is not None:
-        full_macs = _macs(full, shape)
+        full_macs = count_macs(full, shape)
     else:
         low_chans = getattr(student.wae, "low_chans", chans)
         maps = student.head_maps or (1, 1)
-        full_macs = _macs(student.low_net, (1, low_chans, *size))
-        full_macs += _macs(student.head_low, (1, student.low_features, *maps))
+        full_macs = count_macs(student.low_net, (1, low_chans, *size))
+        full_macs += count_macs(student.head_low, (1, student.low_features, *maps))
     spec = getattr(student, "wae_spec", None) or {}
     encoder = getattr(student.wae, "encoder_name", None)  # a WaveletAutoEncoder's
     return Payoff(
