@@ -42,7 +42,9 @@ def test_version_is_defined_once(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"wae {wae.__version__}"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "wae._version.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "wae._version.__version__"
+    }
 
 
 def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:

@@ -319,9 +319,7 @@ class AutocastSeen(TrainHooks):
 
 
 def test_bf16_training_on_cpu_records_it_and_tests_in_fp32(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        wae.host, "cpu_features", lambda: {"flags": [], "capability": "AVX2"}
-    )
+    monkeypatch.setattr(wae.host, "cpu_features", lambda: {"flags": [], "capability": "AVX2"})
     cfg = baseline_config(epochs=1)
     cfg["runtime"]["precision"] = "bf16"
     hooks = AutocastSeen()

@@ -12,7 +12,7 @@ the same start (the teacher's weights), for the same epochs (the stage template
     OUT/results.json, OUT/results.md   the table: accuracy, MACs, latency, speed-up, verdict
 
 Before any training the WAE's MAC ratio is computed: below
-:data:`wae.cost.payoff.PAYOFF_MIN_RATIO` the command stops (``force`` goes on).
+:data:`wae.models.payoff.PAYOFF_MIN_RATIO` the command stops (``force`` goes on).
 """
 
 from __future__ import annotations
