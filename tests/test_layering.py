@@ -39,6 +39,7 @@ LAYERS: dict[str, frozenset[str]] = {
         {
             "cost",
             "export",
+            "figures",
             "openvino_rt",
             "optimize",
             "outputs",

@@ -159,6 +159,19 @@ def test_reused_runs_count_as_done_from_the_start() -> None:
     assert job.remaining_s() == pytest.approx(10.0)
 
 
+def test_the_job_says_its_time_when_its_last_run_ends() -> None:
+    clock = FakeClock()
+    job, lines = _job(TWO[1:], clock, announce=False)
+    with job:
+        with job.run("b") as hooks:
+            for e in range(1, 5):
+                clock.t += 6.0
+                hooks.on_epoch_end(1, e, {}, None)
+        assert lines[-1] == "[job] 4/4 epochs done in 24s (estimated ~20s)"
+        lines.append("what the job does after its training")
+    assert lines[-1] == "what the job does after its training"  # said once
+
+
 def test_a_job_with_everything_reused_says_so_and_nothing_else() -> None:
     job, lines = _job([PlannedRun("a", (("s1", 2),), done=2)], FakeClock())
     with job:
@@ -222,12 +235,31 @@ def test_a_quick_demo_logs_the_plan_and_one_line_per_epoch_for_the_whole_job(
     assert all(epochs), job
     assert [int(m.group(1)) for m in epochs] == [1, 2, 3, 4, 5, 6]
     assert [m.group(3) for m in epochs] == ["baseline", "wae", "wae", "wae", "half", "half"]
-    assert job[-1].startswith("[job] 6/6 epochs done in ")
+    assert job[-1].startswith("[job] 6/6 epochs done in ")  # when the training ends:
+    assert lines.index(job[-1]) < next(i for i, x in enumerate(lines) if "timing" in x)
     # The plan comes before the training.
     assert lines.index(job[0]) < next(i for i, x in enumerate(lines) if x.startswith("[demo]"))
-    print("\n".join(lines))
     lines.clear()
     run_demo(tmp_path / "demo", quick=True, latency_batch=8, min_run_time=0.2, log=lines.append)
     job = [x for x in lines if x.startswith("[job]")]
     assert job[0] == "[job] plan: 3 runs, 6 epochs (3 finished already, reused)"
     assert len(job) == 4  # the plan only: nothing trained
+
+
+@needs_fashion_mnist
+def test_reproduce_spreads_each_methods_estimate_over_its_epochs(tmp_path: Path) -> None:
+    from wae.apps.reproduce.options import ReproduceOptions
+    from wae.apps.reproduce.plan import prepare
+    from wae.apps.reproduce.training import TRAIN_ORDER, planned_runs
+
+    opts = ReproduceOptions(output=str(tmp_path / "r"), quick=True, seeds=[0, 1], verbose=False)
+    setup = prepare(opts, lambda _: None)
+    plan = setup.plan
+    runs = planned_runs(setup, 1)
+    keys = [k for k in TRAIN_ORDER if k in plan.methods and plan.stages.get(k)]
+    assert [r.name for r in runs] == [f"{k} seed 1" for k in keys]
+    for r, k in zip(runs, keys, strict=True):
+        assert r.stages == tuple((s["name"], s["epochs"]) for s in plan.stages[k])
+        assert r.done == 0 and r.end_s == 0
+        per_seed = sum(n * s for (_, n), s in zip(r.stages, r.epoch_s, strict=True))
+        assert per_seed == pytest.approx(plan.estimate_s[k] / 2)

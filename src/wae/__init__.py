@@ -3,7 +3,6 @@ learned Wavelet-like Auto-Encoder (Chen et al., AAAI 2018, https://arxiv.org/abs
 """
 
 from ._version import __version__ as __version__  # the one place: wae/_version.py
-from .apps.accelerate_module import accelerate
 from .autoencoder import (
     FixedNorm,
     WAEOutput,
@@ -65,3 +64,11 @@ __all__ = [
     "reconstruction_loss",
     "transform_loss",
 ]
+
+
+def __getattr__(name: str):  # PEP 562: `wae.accelerate` loads the app (and train) on first use
+    if name == "accelerate":
+        from .apps.accelerate_module import accelerate
+
+        return accelerate
+    raise AttributeError(f"module 'wae' has no attribute {name!r}")

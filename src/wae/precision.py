@@ -78,7 +78,7 @@ def cpu_precision_note(precision: str, features: dict | None = None) -> str:
 
     `features`: :func:`wae.cost.cpu_features`'s result (read here when not given).
     """
-    from .cost import runs_fast
+    from .host import runs_fast
 
     if precision not in ("bf16", "int8") or runs_fast(precision, features):
         return ""

@@ -32,7 +32,14 @@ from typing import Any
 
 from .train.hooks import TrainHooks
 
-__all__ = ["JobProgress", "PlannedRun", "format_duration", "timed_runs"]
+__all__ = [
+    "TIMED_BASIS",
+    "JobProgress",
+    "PlannedRun",
+    "format_duration",
+    "job_progress",
+    "timed_runs",
+]
 
 TIMED_BASIS = "an estimate from training steps of each stage timed on this machine"
 
@@ -337,8 +344,11 @@ class _AboveBar(io.TextIOBase):
         from tqdm.auto import tqdm
 
         *lines, self._partial = (self._partial + s).split("\n")
-        for line in lines:
-            tqdm.write(line, file=self._real)
+        if lines:
+            # The bars (on stderr) are cleared, the lines written, the bars drawn again.
+            with tqdm.external_write_mode(file=sys.stderr):
+                self._real.write("".join(line + "\n" for line in lines))
+                self._real.flush()
         return len(s)
 
     def flush_partial(self) -> None:
@@ -359,6 +369,26 @@ class _AboveBar(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self._real, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def job_progress(
+    progress: JobProgress | None,
+    configs: Mapping[str, Any],
+    out: str | Path,
+    *,
+    teacher: Any = None,
+    overwrite: bool = False,
+    log: Callable[[str], Any] = print,
+) -> Iterator[JobProgress]:
+    """`progress`, when these runs are part of a larger job that tracks them; else their own
+    job (:func:`timed_runs`, then :class:`JobProgress` around the block)."""
+    if progress is not None:
+        yield progress
+        return
+    runs = timed_runs(configs, out, teacher=teacher, overwrite=overwrite)
+    with JobProgress(runs, log=log, basis=TIMED_BASIS) as job:
+        yield job
 
 
 def timed_runs(

@@ -17,7 +17,6 @@ Before any training the WAE's MAC ratio is computed: below
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import tomllib
@@ -45,7 +44,7 @@ from ..encoders import DEFAULT_ENCODER, check_encoder
 from ..errors import WAEError, first_line
 from ..models import WAE_ONLY_KWARGS, PlainNet, build_named, is_model
 from ..models.trained import spec_backbone
-from ..progress import TIMED_BASIS, JobProgress, timed_runs
+from ..progress import JobProgress, job_progress
 from ..runlock import RunLock
 from ..runtime import describe_precision
 from ..train.setup import recipe_code
@@ -497,11 +496,8 @@ def _train(
     job's progress is `progress`, else the students' own (timed first, with `teacher`)."""
     from ..train import run_training
 
-    job = progress or JobProgress(
-        timed_runs(configs, out, teacher=teacher, overwrite=overwrite), log=log, basis=TIMED_BASIS
-    )
     trained: dict[str, Any] = {}
-    with job if progress is None else contextlib.nullcontext():
+    with job_progress(progress, configs, out, teacher=teacher, overwrite=overwrite, log=log) as job:
         for key, cfg in configs.items():
             log(f"[accelerate] training {ROWS[key]} into {out / key}")
             with job.run(key) as hooks:

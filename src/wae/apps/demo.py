@@ -142,34 +142,13 @@ def run_demo(
     return results
 
 
-@torch.no_grad()
 def _decomposition_figure(model: torch.nn.Module, config: dict[str, Any], path: Path) -> None:
-    """Test images, I_L, I_H (each min-max scaled for display) and the reconstruction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Test images with the WAE's I_L, I_H and reconstruction (:mod:`wae.figures`, shared
+    with `wae reproduce`: every channel shown, stretched panels captioned)."""
+    from ..figures import draw_decomposition
     from ..train import build_datasets
 
     ds = build_datasets(config, ["test"])["test"]  # the images the run was tested on
-    x = torch.stack([ds[i][0] for i in range(6)])
-    parts = model.decompose(x, decode=True)
-    rows = [("input", x), ("I_L", parts.low), ("I_H", parts.high)]
-    if parts.recon is not None:
-        rows.append(("reconstruction", parts.recon))
-    fig, axes = plt.subplots(len(rows), len(x), figsize=(1.6 * len(x), 1.7 * len(rows)))
-    for r, (name, t) in enumerate(rows):
-        for c in range(len(x)):
-            img = t[c, 0]
-            lo, hi = float(img.min()), float(img.max())
-            axes[r, c].imshow(((img - lo) / max(hi - lo, 1e-12)).numpy(), cmap="gray")
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-        axes[r, 0].set_ylabel(name)
-    fig.suptitle("WAE decomposition of Fashion-MNIST test images (each panel min-max scaled)")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    images = [ds[i][0] for i in range(6)]
+    title = f"WAE decomposition of {config['data']['dataset']} test images (WAE + KD)"
+    draw_decomposition(model, images, path, title)

@@ -26,8 +26,11 @@ Conventions (read these before quoting a number):
 
 Modules, one concern each: :mod:`.ops` (counting), :mod:`.latency` (timing),
 :mod:`.machine` (the machine description), :mod:`.profiling` (:func:`profile` and
-:func:`compare`), :mod:`.baselines` (full / half resolution / WAE, what ``wae profile`` runs)
-and :mod:`.report` (the table and JSON renderings). The pay-off check (the MAC ratio and
+:func:`compare`), :mod:`.baselines` (full / half resolution / WAE, what ``wae profile`` runs),
+:mod:`.backends` (one model made ready on one deploy backend: optimize_for_inference, ONNX
+Runtime, torch.compile, OpenVINO), :mod:`.deploy` (:func:`compare_batches`: several batch
+sizes, eager and on the deploy backends, each model's fastest named) and :mod:`.report` (the
+table and JSON renderings). The pay-off check (the MAC ratio and
 :class:`PayoffWarning`) lives in :mod:`wae.models.payoff`, as WAENet.from_backbone runs it and
 models import no service; it is re-exported here, as are the CPU facts of :mod:`wae.host`.
 
@@ -40,7 +43,15 @@ Quick look::
 from ..models.payoff import PAYOFF_MIN_RATIO, Payoff, PayoffWarning, check_payoff, mac_payoff
 from ..runtime import check_device
 from ._common import ExampleInput, MeasureError, check_timing
+from .backends import ALL_BACKENDS, BackendUnavailable, prepare_backend
 from .baselines import PAPER_BOUND, BaselineComparison, build_baselines, compare_baselines
+from .deploy import (
+    DEPLOY_BACKENDS,
+    QUICK_DEPLOY_BACKENDS,
+    compare_batches,
+    fastest_of,
+    resolve_backends,
+)
 from .latency import Latency, measure_interleaved, measure_latency
 from .machine import (
     FAST_PRECISION_FLAGS,
@@ -54,9 +65,13 @@ from .profiling import Comparison, ModelProfile, compare, profile
 from .report import comparison_to_dict, format_profile, format_table
 
 __all__ = [
+    "ALL_BACKENDS",
+    "DEPLOY_BACKENDS",
     "OTHER",
+    "QUICK_DEPLOY_BACKENDS",
     "PAPER_BOUND",
     "PAYOFF_MIN_RATIO",
+    "BackendUnavailable",
     "BaselineComparison",
     "Comparison",
     "ExampleInput",
@@ -74,8 +89,10 @@ __all__ = [
     "check_timing",
     "compare",
     "compare_baselines",
+    "compare_batches",
     "comparison_to_dict",
     "count_ops",
+    "fastest_of",
     "format_profile",
     "format_table",
     "mac_payoff",
@@ -86,5 +103,7 @@ __all__ = [
     "LOW_PRECISION_FLAGS",
     "measure_interleaved",
     "measure_latency",
+    "prepare_backend",
     "profile",
+    "resolve_backends",
 ]

@@ -190,8 +190,10 @@ def _pruned_copy(features: nn.Module, in_chans: int, divisor: int, probe_size: i
     try:
         with torch.no_grad():
             full_chans = slim(example).shape[1]
-        # The explicit device also overrides a caller's `with torch.device("meta")`.
-        with warnings.catch_warnings(), torch.device(device), _bounded(slim):
+        # The explicit device also overrides a caller's `with torch.device("meta")`; grad is
+        # enabled because Torch-Pruning traces the graph through autograd, and a caller may
+        # build (or load) the model inside torch.no_grad().
+        with warnings.catch_warnings(), torch.device(device), _bounded(slim), torch.enable_grad():
             warnings.simplefilter("ignore")  # Torch-Pruning is chatty about unwrapped params
             pruner = tp.pruner.MetaPruner(
                 slim,

@@ -1,6 +1,6 @@
 """How long a run takes on this machine, before it trains: each stage's optimiser steps and a
-validation batch, timed on random images of the run's shape and batch size, scaled by the
-run's number of batches; the final test evaluation likewise.
+validation batch, timed on random images of the run's shape, scaled to the run's numbers of
+training and validation images; the final test evaluation likewise.
 
 On the CPU the steps are timed on at most :data:`CPU_BATCH` images and scaled to the batch
 (a convolution's time per image hardly changes above a few dozen images there); on a GPU on

@@ -8,7 +8,8 @@ One concern per module:
 
 * :mod:`~wae.apps.bench.models`: the full / half / wae trio of a backbone (``build_models``);
 * :mod:`~wae.apps.bench.backends`: one model made ready on one backend (eager, channels_last,
-  compile, optimized, ort, ort_optimized) and the per-backbone cache of exports;
+  compile, optimized, ort, ort_optimized) and the per-backbone cache of exports (the
+  service :mod:`wae.cost.backends`, re-exported);
 * :mod:`~wae.apps.bench.matrix`: the (backbone, batch size, thread count) matrix, timed with the
   library's timer one runtime at a time (``run_bench``);
 * :mod:`~wae.apps.bench.report`: its Markdown tables (``format_markdown``);

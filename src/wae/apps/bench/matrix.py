@@ -3,7 +3,7 @@
 For one backbone, input size, batch size and thread count (a "config"), three models are
 timed: ``full`` (the backbone at full resolution), ``half`` (the backbone on the image resized
 to half size, the paper's I_R) and ``wae`` (WAENet), each on every backend (see
-:mod:`wae.apps.bench.backends`: eager, channels_last, compile, optimized, ort, ort_optimized).
+:mod:`wae.cost.backends`: eager, channels_last, compile, optimized, ort, ort_optimized).
 
 Every rewrite is applied to all three models alike. Candidates are timed with the library's
 timer (:mod:`wae.cost`: ``torch.utils.benchmark`` blocks, warm-up, fixed threads, interleaved
@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +41,10 @@ from .backends import (
     ALL_BACKENDS,
     PRECISIONS,
     PYTORCH_TUNED,
-    RUNTIME,
     BackboneCache,
     BackendUnavailable,
     Prepared,
-    Runner,
+    measure_grouped,
     prepare_backend,
 )
 from .models import BenchError, build_models
@@ -169,47 +167,6 @@ def _entry(lat: cost.Latency, p: Prepared) -> dict[str, Any]:
         "setup_s": round(p.setup_s, 2),
         "note": p.note,
     }
-
-
-def measure_grouped(
-    runners: Mapping[str, Runner],
-    x: torch.Tensor,
-    *,
-    threads: int,
-    device: torch.device,
-    min_run_time: float,
-    warmup: int,
-    rounds: int,
-) -> dict[str, cost.Latency]:
-    """Time candidates with the library timer, one runtime at a time.
-
-    Within a runtime, models and backends are interleaved over `rounds` (fair against slow
-    drift). Runtimes are not interleaved with each other: each has its own worker threads,
-    which busy-wait for a while after a call (OpenMP, ONNX Runtime's pool), and with as many
-    threads as cores the idle runtime's spinning threads would steal cores from the one
-    being timed. A short pause between runtimes lets them go to sleep.
-    """
-    groups: dict[str, dict[str, Runner]] = {}
-    for key, runner in runners.items():
-        groups.setdefault(RUNTIME[key.split("/")[1]], {})[key] = runner  # model/backend/prec
-    out: dict[str, cost.Latency] = {}
-    for i, group in enumerate(groups.values()):
-        if i and threads > 1:
-            time.sleep(0.5)
-        out.update(
-            cost.measure_interleaved(
-                group,
-                {k: (x,) for k in group},
-                threads=threads,
-                memory_format=torch.contiguous_format,  # the runners convert where they should
-                dtype=torch.float32,
-                min_run_time=min_run_time,
-                device=device,
-                warmup=warmup,
-                rounds=rounds,
-            )
-        )
-    return out
 
 
 def _best(per_backend: Mapping[str, Mapping[str, Any]], among: Sequence[str] | None = None):

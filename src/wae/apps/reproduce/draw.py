@@ -1,10 +1,10 @@
 """The reproduction's figures, from its models and numbers (the drawing itself is in
-:mod:`wae.apps.reproduce.figures`): decompositions of test images and photos, a colour WAE on
-held-out photos, accuracy against latency and against noise."""
+:mod:`wae.figures` and :mod:`wae.apps.reproduce.figures`): decompositions of test images and
+photos, a colour WAE on held-out photos, accuracy against latency and against noise."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,14 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...models import WAENet
+from ...figures import decomposition_rows
 from . import figures
 from .analysis import PHOTO_TEST, decomposition_stats, load_photo, train_photo_wae
 from .methods import BEYOND_KEYS
 
 __all__ = ["Figures", "draw_figures", "draw_number_figures"]
-
-Row = list[tuple[str, torch.Tensor, bool]]  # one image's panels: (title, (C, H, W), stretch?)
 
 _MARKERS = (
     "One marker and colour per method, the same in every figure; error bars: ± one sample "
@@ -74,27 +72,6 @@ def draw_number_figures(fig_dir: Path, methods: Mapping[str, Mapping[str, Any]])
     return figs
 
 
-def _rows_for(wae: WAENet, enc: WAENet | None, images: Sequence[torch.Tensor]) -> list[Row]:
-    """Per image: the input, the WAE's I_L, I_H and reconstruction, and (if trained) the
-    Decomposition+CNN encoder's two outputs."""
-    rows = []
-    with torch.no_grad():
-        for x in images:
-            x = x[None]
-            p = wae.wae(x, decode=True)
-            row = [
-                ("input", x[0], False),
-                ("WAE I_L", p.low[0], True),
-                ("WAE I_H", p.high[0], True),
-                ("WAE I'", p.recon[0], False),
-            ]
-            if enc is not None:
-                low, high = enc.wae.encode(x)
-                row += [("Dec+CNN 1st", low[0], True), ("Dec+CNN 2nd", high[0], True)]
-            rows.append(row)
-    return rows
-
-
 def _one_per_class(test: Any, n: int = 6) -> list[torch.Tensor]:
     """The first test image of each class, up to `n`."""
     picks, seen = [], set()
@@ -128,9 +105,8 @@ def _decompositions(
     title = f"{dataset} test images: {who} (after stage 3)" + (
         " and Decomposition+CNN" if enc is not None else ""
     )
-    path = figures.decomposition_grid(
-        _rows_for(wae, enc, _one_per_class(test)), fig_dir / "decomposition_dataset.png", title
-    )
+    rows = decomposition_rows(wae, _one_per_class(test), enc)
+    path = figures.decomposition_grid(rows, fig_dir / "decomposition_dataset.png", title)
     figs.add("Decomposition of test images (Fig. 3/4)", path, fig_dir.parent, caption)
     grey = in_chans == 1
     photos = [load_photo(n, 112, grey=grey) for n in PHOTO_TEST]
@@ -139,7 +115,7 @@ def _decompositions(
         f"{dataset}" + (" (grey)" if grey else "")
     )
     path = figures.decomposition_grid(
-        _rows_for(wae, enc, photos), fig_dir / "decomposition_photos.png", title
+        decomposition_rows(wae, photos, enc), fig_dir / "decomposition_photos.png", title
     )
     figs.add(
         "Photos through the dataset's WAE and Decomposition+CNN", path, fig_dir.parent, caption

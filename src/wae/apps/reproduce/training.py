@@ -215,10 +215,10 @@ def _train_method(
     key: str,
     cfg: dict[str, Any],
     log: Callable[[str], None],
-    progress: JobProgress,
+    progress: JobProgress | None = None,
 ) -> None:
     """One method's run (trained, continued or reused); adds its test summary to `res` and
-    its epochs to the job's `progress`."""
+    its epochs to the job's `progress`, if given."""
     rd = run_dir(job.out, key, job.seed)
     st, diff = run_status(rd, cfg)
     if st == "changed" and not job.retrain_changed:
@@ -231,7 +231,8 @@ def _train_method(
     # (runtime settings are not part of a run's fingerprint).
     loud = ["runtime.verbose=true"] if job.verbose and not cfg["runtime"]["verbose"] else []
     t0 = time.perf_counter()
-    with progress.run(_run_name(key, job.seed)) as hooks:
+    tracked = progress.run(_run_name(key, job.seed)) if progress else contextlib.nullcontext()
+    with tracked as hooks:
         out = run_training(
             cfg, rd, resume=st != "changed", overwrite=st == "changed", overrides=loud, hooks=hooks
         )
