@@ -172,6 +172,7 @@ def test_accelerate_quick_writes_the_table_and_verdict(teacher: Path, tmp_path, 
         (["--checkpoint", "x", "--data", "fashion-mnist"], "go with --model"),
         (["--checkpoint", "/nonexistent/ckpt"], "not a wae checkpoint"),
         (["--checkpoint", "x", "--latency-batch", "0"], "--latency-batch"),
+        (["--checkpoint", "x", "--backends", "tensorrt"], "invalid choice"),
     ],
 )
 def test_accelerate_refuses_bad_options_before_any_work(argv, expect, tmp_path, run_cli) -> None:
@@ -206,3 +207,142 @@ def test_accelerate_refuses_pickled_or_unfitting_weights(tmp_path, run_cli) -> N
     save_file({"x": torch.zeros(2)}, wrong)
     assert_clean_error(*run_cli(*argv, "--weights", wrong), "do not fit")
     assert not (tmp_path / "o").exists()
+
+
+# --- the fastest-backend columns ----------------------------------------------------------------
+
+
+def _fake_timing(batch: int, deploy: list[str]) -> dict[int, dict]:
+    """What cost.compare_batches returns, as far as fastest_fields reads it."""
+
+    def at(scale: float) -> dict:
+        ms = {"baseline": 4.0 * scale, "wae": 2.0 * scale, "half": 1.0 * scale}
+        fast = {k: {"backend": "ort", "median_ms": v / 2, "iqr_ms": 0.01} for k, v in ms.items()}
+        return {
+            "fastest": fast,
+            "speedup_fastest": {k: ms["baseline"] / v for k, v in ms.items()},
+            "backends": {k: {"eager": {"status": "ok", "median_ms": v}} for k, v in ms.items()},
+            "settings": {"backends": deploy},
+        }
+
+    return {batch: at(10.0), 1: at(1.0)}
+
+
+def _fake_results(deploy: list[str], fields: bool = True) -> dict:
+    from wae.apps.accelerate_report import fastest_fields
+
+    timing = _fake_timing(64, deploy)
+    r = {"latency_batch_size": 64, "test_images": 10000, "quick": False, "mac_ratio": 3.1}
+    r["settings"] = {"threads": 2, "dtype": "float32", **({"backends": deploy} if fields else {})}
+    r["machine"] = {"cpu_model": "cpu", "torch_version": "2.x"}
+    for key in ("baseline", "wae", "half"):
+        r[key] = {
+            "top1": 90.0,
+            "top5": 99.0,
+            "macs": 1e6,
+            "latency_ms": 40.0,
+            "latency_iqr_ms": 0.1,
+            "latency_ms_batch1": 3.91,
+            "speedup": 1.5,
+            **(fastest_fields(timing, 64, key) if fields else {}),
+        }
+    if fields:
+        r["speedup_fastest"] = r["wae"]["speedup_fastest"]
+        r["speedup_fastest_b1"] = r["wae"]["speedup_fastest_b1"]
+    r["verdict"] = ["WAE keeps ..."]
+    return r
+
+
+def test_fastest_fields_name_each_row_s_fastest_backend() -> None:
+    from wae.apps.accelerate_report import fastest_fields
+
+    f = fastest_fields(_fake_timing(64, ["ort"]), 64, "wae")
+    assert f["fastest_backend"] == "ort" and f["latency_ms_fastest"] == pytest.approx(10.0)
+    assert f["fastest_backend_b1"] == "ort" and f["latency_b1_ms_fastest"] == pytest.approx(1.0)
+    assert f["speedup_fastest"] == pytest.approx(2.0) == f["speedup_fastest_b1"]
+    assert set(f["backends"]) == {"64", "1"}
+
+
+def test_format_results_shows_the_fastest_backend_columns() -> None:
+    from wae.apps.accelerate_report import format_results
+
+    text = format_results(_fake_results(["optimized", "ort"]))
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert header.endswith(
+        "| CPU ms (batch 1) | fastest backend ms (batch 64) | fastest backend ms (batch 1) |"
+    )
+    wae_row = next(line for line in text.splitlines() if line.startswith("| WAE + KD"))
+    assert "| 3.91 | 10.0 (ort) | 1.00 (ort) |" in wae_row  # eager columns kept
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert len({r.count("|") for r in rows}) == 1  # every row has every column
+    assert "2.00x the original's speed at batch 64 and 2.00x at batch 1" in text
+    assert "optimized, ort for the fastest-backend columns" in text
+
+
+def test_format_results_without_deploy_timing_keeps_the_eager_table() -> None:
+    from wae.apps.accelerate_report import format_results
+
+    for r in (_fake_results([]), _fake_results([], fields=False)):  # off, or an older result
+        text = format_results(r)
+        assert "fastest backend" not in text and "| 3.91 |" in text
+        header = next(line for line in text.splitlines() if line.startswith("| model"))
+        assert header.endswith("| CPU ms (batch 1) |")
+
+
+def test_backends_option_reaches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wae.cli.accelerate as cli_accelerate
+    import wae.cli.demo as cli_demo
+    from wae.cli import build_parser
+
+    seen: dict = {}
+    for mod, fn in ((cli_accelerate, "accelerate"), (cli_demo, "run_demo")):
+        monkeypatch.setattr(mod, fn, lambda *a, _fn=fn, **kw: seen.update({_fn: kw}) or {})
+        monkeypatch.setattr(mod, "format_results", lambda results: "table")
+    from wae.cli import main
+
+    assert main(["accelerate", "--checkpoint", "c", "-o", "o", "--backends", "eager"]) == 0
+    assert main(["demo", "-o", "o", "--backends", "optimized", "ort"]) == 0
+    assert seen["accelerate"]["backends"] == ["eager"]
+    assert seen["run_demo"]["backends"] == ["optimized", "ort"]
+    args = build_parser().parse_args(["reproduce", "--backends", "eager", "--plan"])
+    assert args.backends == ["eager"]
+    assert build_parser().parse_args(["demo"]).backends is None  # the library's default
+
+
+def test_time_and_results_carry_eager_and_the_fastest_backend(tmp_path: Path) -> None:
+    """accelerate's timing step (cost.compare_batches) into results.json's keys and table."""
+    from types import SimpleNamespace
+
+    from wae.apps import accelerate as app
+    from wae.models import create_model
+
+    names = {
+        "baseline": "small_vgg_28_full",
+        "wae": "wae_small_vgg_28",
+        "half": "small_vgg_28_half",
+    }
+    models = {k: create_model(n, width=4).eval() for k, n in names.items()}
+    cfg = SimpleNamespace(data=SimpleNamespace(input_size=28, in_chans=1))
+    lines: list[str] = []
+    timing = app._time(models, cfg, 4, 1, 0.01, lines.append, ("optimized",))
+    assert list(timing) == [4, 1] and "eager and optimized" in lines[0]
+    score = {"top1": 90.0, "top5": 99.0, "num_images": 1000}
+    trained = {k: {"test": score, "final_checkpoint": "c", "config": {}} for k in ("wae", "half")}
+    r = app._results(tmp_path, tmp_path, score, trained, timing, 4)
+    for key in names:
+        row = r[key]
+        assert row["latency_ms"] > 0 and row["latency_ms_batch1"] > 0  # eager, as before
+        assert row["fastest_backend"] in ("eager", "optimized")
+        assert row["fastest_backend_b1"] in ("eager", "optimized")
+        assert row["latency_ms_fastest"] <= row["latency_ms"]
+        assert row["latency_b1_ms_fastest"] <= row["latency_ms_batch1"]
+        assert set(row["backends"]) == {"4", "1"}
+    assert r["baseline"]["speedup_fastest"] == pytest.approx(1.0)
+    assert r["speedup_fastest"] == r["wae"]["speedup_fastest"]
+    assert r["speedup_fastest_b1"] == r["wae"]["speedup_fastest_b1"]
+    assert r["settings"]["backends"] == ["optimized"]
+    r["quick"] = False
+    text = app.format_results(r)
+    assert "fastest backend ms (batch 4)" in text
+    assert f"({r['wae']['fastest_backend_b1']}) |" in text
+    json.dumps(r)

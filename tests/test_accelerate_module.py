@@ -176,6 +176,7 @@ def _bad(**change):
         (dict(factory="torchvision.models:resnet18"), "does not rebuild"),
         (dict(quick="yes"), "quick must be True or False"),
         (dict(latency_batch=0), "latency-batch"),
+        (dict(backends=["tensorrt"]), "backends"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_written(change, expect, tmp_path) -> None:

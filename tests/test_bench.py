@@ -167,3 +167,20 @@ def test_report_says_what_the_cpu_offers_low_precision() -> None:
     assert "none of AMX" in _features_line({"flags": [], "capability": "AVX2"})
     assert "amx_bf16" in _features_line({"flags": ["amx_bf16"], "capability": "AVX512"})
     assert "not recorded" in _features_line(None)
+
+
+def test_bench_backends_are_the_service_s() -> None:
+    """The backends live in the service layer (wae.cost.backends), where the deploy-speed
+    columns of demo, accelerate and reproduce use them; bench's names stay importable."""
+    from wae import cost
+    from wae.apps import bench
+    from wae.apps.bench import backends as bench_backends
+    from wae.apps.bench import matrix
+    from wae.cost import backends as service
+
+    for name in ("ALL_BACKENDS", "PRECISIONS", "RUNTIME", "BackboneCache", "prepare_backend"):
+        assert getattr(bench_backends, name) is getattr(service, name)
+    assert bench.BackendUnavailable is cost.BackendUnavailable is service.BackendUnavailable
+    assert bench.ALL_BACKENDS == cost.ALL_BACKENDS and "compile" in cost.ALL_BACKENDS
+    assert matrix.measure_grouped is service.measure_grouped
+    assert set(cost.DEPLOY_BACKENDS) <= set(cost.ALL_BACKENDS)

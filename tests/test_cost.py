@@ -15,19 +15,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from wae.cost import (
+    DEPLOY_BACKENDS,
     OTHER,
     PAPER_BOUND,
+    QUICK_DEPLOY_BACKENDS,
     BaselineComparison,
     Latency,
+    MeasureError,
     ModelProfile,
     compare,
     compare_baselines,
+    compare_batches,
     comparison_to_dict,
     count_ops,
+    fastest_of,
     format_table,
     machine_info,
     measure_latency,
     profile,
+    resolve_backends,
 )
 from wae.errors import WAEError
 
@@ -437,3 +443,97 @@ def test_cpu_features_lists_only_low_precision_flags_the_cpu_has() -> None:
     except OSError:
         return
     assert ("amx_bf16" in feats["flags"]) == has_amx
+
+
+# ------------------------------------------------------------------------------ deploy backends
+
+
+class NoExport(nn.Module):
+    """A network the ONNX exporter cannot trace: every ONNX Runtime backend fails on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            raise RuntimeError("not exportable")
+        return self.conv(x).mean((2, 3))
+
+
+DEPLOY_FAST = {"min_run_time": 0.01, "warmup": 1, "rounds": 1, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def by_batch() -> dict:
+    models = {"baseline": tiny_convnet(8), "small": tiny_convnet(4), "odd": NoExport()}
+    return compare_batches(
+        models,
+        12,
+        batches=(4, 1, 4),
+        memory_format="contiguous",
+        backends=["eager", "optimized", "ort"],
+        **DEPLOY_FAST,
+    )
+
+
+def test_compare_batches_times_both_batches_on_every_backend(by_batch: dict) -> None:
+    assert list(by_batch) == [4, 1]  # the repeated 4 timed once
+    for b, res in by_batch.items():
+        assert res["settings"]["input_shape"][0] == b
+        assert res["settings"]["backends"] == ["optimized", "ort"]
+        for name in ("baseline", "small"):
+            per = res["backends"][name]
+            assert list(per) == ["eager", "optimized", "ort"]
+            assert all(e["status"] == "ok" and e["median_ms"] > 0 for e in per.values()), per
+            assert per["eager"]["median_ms"] == res["profiles"][name].latency.median_ms
+            fastest = res["fastest"][name]
+            assert fastest == fastest_of(per)
+            assert fastest["median_ms"] == min(e["median_ms"] for e in per.values())
+            assert per[fastest["backend"]]["median_ms"] == fastest["median_ms"]
+        ref, small = res["fastest"]["baseline"], res["fastest"]["small"]
+        assert res["speedup_fastest"]["baseline"] == pytest.approx(1.0)
+        assert res["speedup_fastest"]["small"] == pytest.approx(
+            ref["median_ms"] / small["median_ms"]
+        )
+        json.dumps(comparison_to_dict(res))  # still JSON-ready
+
+
+def test_a_backend_that_fails_is_reported_not_raised(by_batch: dict) -> None:
+    for res in by_batch.values():
+        per = res["backends"]["odd"]
+        assert per["ort"]["status"] == "unavailable"
+        assert "not exportable" in per["ort"]["error"]
+        assert per["eager"]["status"] == "ok" and per["optimized"]["status"] == "ok"
+        assert res["fastest"]["odd"]["backend"] in ("eager", "optimized")
+
+
+def test_compare_batches_logs_unavailable_backends_and_eager_only_times_none() -> None:
+    lines: list[str] = []
+    models = {"baseline": tiny_convnet(4), "odd": NoExport()}
+    res = compare_batches(
+        models, 8, batches=(2,), backends=["ort"], log=lines.append, **DEPLOY_FAST
+    )
+    assert res[2]["backends"]["odd"]["ort"]["status"] == "unavailable"
+    assert any("odd on ort" in line and "unavailable" in line for line in lines)
+    eager = compare_batches(models, 8, batches=(1,), backends=["eager"], **DEPLOY_FAST)[1]
+    assert eager["settings"]["backends"] == []
+    assert {f["backend"] for f in eager["fastest"].values()} == {"eager"}
+    counted = compare_batches(models, 8, batches=(1,), latency=False)[1]
+    assert counted["fastest"] == {"baseline": None, "odd": None}
+    assert counted["speedup_fastest"] == {"baseline": None, "odd": None}
+
+
+def test_backends_are_checked_before_anything_is_timed() -> None:
+    assert resolve_backends(None) == DEPLOY_BACKENDS and "compile" not in DEPLOY_BACKENDS
+    assert resolve_backends(None, quick=True) == QUICK_DEPLOY_BACKENDS
+    assert resolve_backends(["eager"]) == ()
+    assert resolve_backends(["ort", "eager", "ort"]) == ("ort",)
+    for bad in (["tensorrt"], [], ["ort", 3]):
+        with pytest.raises(MeasureError, match="--backends"):
+            resolve_backends(bad)
+    models = {"baseline": tiny_convnet(4)}
+    with pytest.raises(MeasureError, match="--backends"):
+        compare_batches(models, 8, backends=["tensorrt"])
+    with pytest.raises(MeasureError, match="batch"):
+        compare_batches(models, 8, batches=(0,))

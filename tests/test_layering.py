@@ -48,6 +48,7 @@ LAYERS: dict[str, frozenset[str]] = {
             "quantize",
             "runlock",
             "runtime",
+            "scorers",
             "train",
         }
     ),

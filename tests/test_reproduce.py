@@ -913,3 +913,77 @@ def test_variant_claims_and_section():
     assert v["wide_vs_kd_wae"]["verdict"] == "does not hold"
     assert "unfrozen_vs_kd_wae" not in v  # not run: no claim
     assert "## Beyond the paper: what the paper leaves open" in format_report(r)
+
+
+# --------------------------------------------------------------------------------------------
+# The fastest-backend columns
+# --------------------------------------------------------------------------------------------
+
+
+def _with_fastest(results: dict, deploy: list[str]) -> dict:
+    """`results` as timed on `deploy` besides eager: each row's fastest at both batches."""
+    for m in results["methods"].values():
+        eager = m["latency"]
+        m["latency_fastest"] = {
+            b: {"backend": "ort", "median_ms": lat["median_ms"] / 2, "iqr_ms": 0.01}
+            for b, lat in eager.items()
+        }
+        m["speedup_fastest"] = dict(m["speedup"])
+    results["cost"] = {b: {"settings": {"backends": deploy}} for b in ("b256", "b1")}
+    return results
+
+
+def test_table2_shows_the_fastest_backend_columns() -> None:
+    from wae.apps.reproduce.report import format_report
+
+    text = format_report(_with_fastest(fake_results(), ["optimized", "ort"]))
+    header = next(line for line in text.splitlines() if line.startswith("| method | top-1"))
+    assert "| speed-up (b1) | fastest backend ms (b256) | fastest backend ms (b1) | MMACs" in header
+    table = text.split("## Table 2")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len({r.count("|") for r in rows}) == 1  # ThiNet's row too
+    full = next(r for r in rows if r.startswith("| FULL |"))
+    assert "| 11.1 | 0.90x | 1.11 | 0.90x | 5.56 (ort) | 0.556 (ort) |" in full  # eager kept
+    assert "optimized, ort (optimized: wae.optimize.optimize_for_inference" in text
+    beyond = _with_fastest(fake_results(wae_kd=91.0, half_kd=89.5), ["ort"])
+    section = format_report(beyond).split("## Beyond the paper: knowledge")[1]
+    rows = [line for line in section.split("\n## ")[0].splitlines() if line.startswith("|")]
+    assert "fastest backend ms (b1)" in rows[0] and rows[0].endswith("| MAC ratio | row |")
+    assert len({r.count("|") for r in rows}) == 1
+
+
+def test_table2_without_deploy_timing_has_the_eager_columns_only() -> None:
+    from wae.apps.reproduce.report import format_report
+
+    for r in (fake_results(), _with_fastest(fake_results(), [])):  # older results, or off
+        text = format_report(r)
+        assert "fastest backend" not in text and "| CPU ms (b1) | speed-up (b1) | MMACs" in text
+
+
+def test_time_models_measures_eager_and_the_fastest_backend_and_add_cost_copies_it() -> None:
+    from wae.apps.reproduce.measure import add_cost, time_models
+
+    models = {
+        "full": create_model("small_vgg_28_full", width=4),
+        "wae": create_model("wae_small_vgg_28", width=4),
+    }
+    lines: list[str] = []
+    cost = time_models(
+        models, 28, 1, latency=True, quick=True, log=lines.append, backends=["optimized"]
+    )
+    assert set(cost) == {"b256", "b1"}
+    assert "eager and optimized" in lines[0]
+    for b in ("b256", "b1"):
+        assert cost[b]["settings"]["backends"] == ["optimized"]
+        for key in models:
+            assert set(cost[b]["backends"][key]) == {"eager", "optimized"}
+            assert cost[b]["fastest"][key]["backend"] in ("eager", "optimized")
+    json.dumps(cost)
+    methods = {k: {"label": k} for k in models}
+    add_cost(methods, cost, models)
+    for key, m in methods.items():
+        for b in ("b256", "b1"):
+            assert m["latency_fastest"][b] == cost[b]["fastest"][key]
+            assert m["speedup_fastest"][b] == cost[b]["speedup_fastest"][key]
+            assert m["latency_fastest"][b]["median_ms"] <= m["latency"][b]["median_ms"]
+    assert methods["full"]["speedup_fastest"]["b1"] == pytest.approx(1.0)

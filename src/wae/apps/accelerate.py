@@ -48,7 +48,7 @@ from ..progress import JobProgress, job_progress
 from ..runlock import RunLock
 from ..runtime import describe_precision
 from ..train.setup import recipe_code
-from .accelerate_report import ROWS, format_results, verdict_lines
+from .accelerate_report import ROWS, fastest_fields, format_results, verdict_lines
 
 __all__ = [
     "AccelerateError",
@@ -357,6 +357,7 @@ def accelerate(
     encoder: str = DEFAULT_ENCODER,
     log: Any = print,
     lock: RunLock | None = None,
+    backends: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Accelerate a trained full-resolution classifier; returns results.json's dict.
 
@@ -367,11 +368,13 @@ def accelerate(
     `overrides`) and the MAC ratio are checked before anything is written.
     Re-running reuses finished runs (same config) and continues unfinished ones.
     `lock`: a RunLock on `output` the caller holds already (it wrote the teacher and data
-    there, :mod:`.accelerate_module`); released when this returns.
+    there, :mod:`.accelerate_module`); released when this returns. `backends`: timed besides
+    eager for the fastest-backend columns (:func:`wae.cost.resolve_backends`).
     """
     _check_options(checkpoint, model, weights, data, input_size)
     check_encoder(encoder)
     cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
+    backends = cost.resolve_backends(backends, quick=quick)
     lock = RunLock(output, "wae accelerate") if lock is None else lock  # checks the path
     overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
     if checkpoint is not None:
@@ -403,6 +406,7 @@ def accelerate(
             threads=threads,
             min_run_time=min_run_time,
             log=log,
+            backends=backends,
         )
         write_results(lock.dir, results)
     return results
@@ -422,12 +426,14 @@ def run_acceleration(
     min_run_time: float = 2.0,
     log: Any = print,
     progress: JobProgress | None = None,
+    backends: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The work once everything is checked and `out` is held: score the teacher in `tdir`
     (`teacher`: it, loaded already), train the students of `configs`
     (:func:`student_configs`) into OUT/<key>, time all in one run; returns results.json's
     dict, for :func:`write_results`. `progress`: the whole job's, when the students are
-    part of a larger one (the demo); else their own, with an estimate timed first."""
+    part of a larger one (the demo); else their own, with an estimate timed first.
+    `backends`: timed besides eager (:func:`wae.cost.resolve_backends`)."""
     t0 = time.perf_counter()
     log(f"[accelerate] scoring the trained network {tdir} on the test set")
     code = recipe_code(configs["wae"])  # the backbone the teacher was accepted with
@@ -442,7 +448,8 @@ def run_acceleration(
                 k: load_model(r["final_checkpoint"], allow_code=code)[0] for k, r in trained.items()
             },
         }
-    timing = _time(models, configs["wae"], latency_batch, threads, min_run_time, log)
+    backends = cost.resolve_backends(backends, quick=quick)
+    timing = _time(models, configs["wae"], latency_batch, threads, min_run_time, log, backends)
     results = _results(out, tdir, base, trained, timing, latency_batch)
     results.update(quick=quick, payoff=payoff, train_seconds=round(train_s, 1))
     results["epoch_seconds"] = {k: epoch_seconds(out / k) for k in trained}
@@ -519,21 +526,23 @@ def _time(
     threads: int | None,
     min_run: float,
     log: Any,
+    backends: Sequence[str] = (),
 ) -> dict[int, Any]:
-    """`cost.compare` of the models at the latency batch and at batch 1, interleaved."""
-    log(f"[accelerate] timing {', '.join(models)} (batch {latency_batch} and batch 1)")
-    return {
-        bs: cost.compare(
-            models,
-            cfg.data.input_size,
-            batch_size=bs,
-            in_chans=cfg.data.in_chans,
-            threads=threads,
-            min_run_time=min_run,
-            reference="baseline",
-        )
-        for bs in dict.fromkeys((latency_batch, 1))
-    }
+    """`cost.compare_batches` of the models at the latency batch and at batch 1, eager and
+    on `backends`, interleaved."""
+    on = f"eager and {', '.join(backends)}" if backends else "eager"
+    log(f"[accelerate] timing {', '.join(models)} (batch {latency_batch} and batch 1; {on})")
+    return cost.compare_batches(
+        models,
+        cfg.data.input_size,
+        batches=(latency_batch, 1),
+        in_chans=cfg.data.in_chans,
+        reference="baseline",
+        threads=threads,
+        min_run_time=min_run,
+        backends=["eager", *backends],
+        log=lambda line: log(f"[accelerate] {line}"),
+    )
 
 
 def _results(
@@ -561,12 +570,14 @@ def _results(
             "latency_ms_batch1": timing[1]["profiles"][key].latency.median_ms,
             "speedup": main["speedup"][key],
             "speedup_batch1": timing[1]["speedup"][key],
+            **fastest_fields(timing, latency_batch, key),
             "mac_ratio": main["mac_ratio"][key],
             "noise": test.get("noise", []),
             "checkpoint": str(tdir) if key == "baseline" else trained[key]["final_checkpoint"],
         }
     results["speedup"] = results["wae"]["speedup"]
     results["speedup_batch1"] = results["wae"]["speedup_batch1"]
+    results.update({k: results["wae"][k] for k in ("speedup_fastest", "speedup_fastest_b1")})
     results["mac_ratio"] = results["wae"]["mac_ratio"]
     results["test_images"] = base["num_images"]
     results["latency_batch_size"] = latency_batch

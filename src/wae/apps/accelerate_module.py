@@ -89,6 +89,7 @@ def accelerate(
     min_run_time: float | None = None,
     encoder: str = DEFAULT_ENCODER,
     log: Callable[[str], Any] = print,
+    backends: Sequence[str] | None = None,
 ) -> AccelerateResult:
     """Make your trained classifier `model` cheaper: a WAE started from it and taught by it,
     beside the same network on the half-size image, all measured against it.
@@ -125,6 +126,7 @@ def accelerate(
         min_run_time=min_run_time if min_run_time is not None else (0.3 if quick else 2.0),
         encoder=encoder,
         log=log,
+        backends=backends,
     )
     _check_options(**opts)
     run = _setup(model, train_data, test_data, input_size, output, factory, data_dir, opts)
@@ -278,6 +280,7 @@ def _check_options(
     min_run_time: Any,
     encoder: Any,
     log: Any,
+    backends: Any,
     **flags: Any,
 ) -> None:
     """The options passed on to the app, checked as it checks them (and their types)."""
@@ -293,6 +296,7 @@ def _check_options(
             raise AccelerateError(f"{key} must be True or False, got {value!r}.")
     check_encoder(encoder)
     cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
+    cost.resolve_backends(backends)
 
 
 # --------------------------------------------------------------------------------------------

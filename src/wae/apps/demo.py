@@ -73,18 +73,17 @@ def run_demo(
     threads: int | None = None,
     min_run_time: float = 2.0,
     log: Any = print,
+    backends: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train the full-resolution network of `recipe`, accelerate it, write the results.
 
-    `overrides` apply to the full-resolution run and the students alike (e.g.
-    "data.subset=20000"); `student_overrides` to the students only (e.g.
-    "stages.classifier.epochs=20"). Every config is checked, and `output` taken, before any
-    training. Returns results.json's dict.
-    """
+    `overrides` apply to every run (e.g. "data.subset=20000"), `student_overrides` to the
+    students only (e.g. "stages.classifier.epochs=20"); `backends` as `wae accelerate`'s.
+    Everything is checked, and `output` taken, before any training. Returns results.json's dict."""
     from ..train import load_config, run_training
 
     t0 = time.perf_counter()
-    cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
+    backends = _checked_timing(latency_batch, threads, min_run_time, backends, quick)
     lock = RunLock(output, "wae demo")  # checks the path
     out = lock.dir
     base_over = [*(_QUICK_BASELINE if quick else ()), *overrides]
@@ -126,6 +125,7 @@ def run_demo(
             min_run_time=min_run_time,
             log=log,
             progress=job,
+            backends=backends,
         )
         results["teacher_seconds"] = round(teacher_s, 1)
         results["epoch_seconds"] = {
@@ -140,6 +140,19 @@ def run_demo(
         wae_model = load_model(results["wae"]["checkpoint"])[0]
         _decomposition_figure(wae_model, results["configs"]["wae"], out / "decomposition.png")
     return results
+
+
+def _checked_timing(
+    latency_batch: int,
+    threads: int | None,
+    min_run_time: float,
+    backends: Sequence[str] | None,
+    quick: bool,
+) -> tuple[str, ...]:
+    """The timing options checked before any work; the deploy backends resolved
+    (:func:`wae.cost.resolve_backends`)."""
+    cost.check_timing(batch_size=latency_batch, threads=threads, min_run_time=min_run_time)
+    return cost.resolve_backends(backends, quick=quick)
 
 
 def _decomposition_figure(model: torch.nn.Module, config: dict[str, Any], path: Path) -> None:

@@ -148,6 +148,24 @@ def add_encoder_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     )
 
 
+def add_backends_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--backends NAME [NAME ...]`` into ``args.backends`` (None: the library's default):
+    what `wae demo`, `wae accelerate` and `wae reproduce` time besides eager PyTorch for their
+    fastest-backend columns; the names are checked again by wae.cost.resolve_backends."""
+    from ..cost import ALL_BACKENDS, DEPLOY_BACKENDS, QUICK_DEPLOY_BACKENDS
+
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        choices=list(ALL_BACKENDS),
+        metavar="NAME",
+        help="backends timed besides eager PyTorch for the fastest-backend columns, from "
+        f"{', '.join(ALL_BACKENDS)}; `--backends eager` times eager only (default: "
+        f"{' '.join(DEPLOY_BACKENDS)}; with --quick: {' '.join(QUICK_DEPLOY_BACKENDS)})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wae",

@@ -7,7 +7,13 @@ from __future__ import annotations
 import argparse
 
 from ..apps.accelerate import accelerate, format_results
-from . import add_allow_code_argument, add_command, add_encoder_argument, add_set_argument
+from . import (
+    add_allow_code_argument,
+    add_backends_argument,
+    add_command,
+    add_encoder_argument,
+    add_set_argument,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke test; numbers mean nothing")
     p.add_argument("--latency-batch", type=int, default=256, help="batch size for timing")
     p.add_argument("--threads", type=int, default=None, help="timing threads (default: all)")
+    add_backends_argument(p)
     p.set_defaults(run=run)
 
 
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         min_run_time=0.3 if args.quick else 2.0,
         encoder=args.encoder,
+        backends=args.backends,
     )
     print()
     print(format_results(results))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..apps.demo import BASELINE_RECIPE, format_results, run_demo
-from . import add_command, add_set_argument
+from . import add_backends_argument, add_command, add_set_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--latency-batch", type=int, default=256, help="batch size for timing")
     p.add_argument("--threads", type=int, default=None, help="timing threads (default: all)")
+    add_backends_argument(p)
     p.set_defaults(run=run)
 
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         latency_batch=args.latency_batch,
         threads=args.threads,
         min_run_time=0.3 if args.quick else 2.0,
+        backends=args.backends,
     )
     print()
     print(format_results(results))

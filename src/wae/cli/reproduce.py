@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_command, add_set_argument
+from . import add_backends_argument, add_command, add_set_argument
 
 _EXAMPLES = [
     "wae reproduce --quick                          # smoke test of the whole pipeline",
@@ -167,6 +167,7 @@ def _add_mode_arguments(p: argparse.ArgumentParser) -> None:
         "or report",
     )
     p.add_argument("--no-latency", action="store_true", help="count MACs but do not time")
+    add_backends_argument(p)
     p.add_argument("--plan", action="store_true", help="print the plan and exit")
     p.add_argument(
         "--report-only",
@@ -209,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         plan_only=args.plan,
         verbose=not args.quiet,
         latency=not args.no_latency,
+        backends=args.backends,
         jobs=args.jobs,
         train_only=args.train_only,
     )

@@ -7,7 +7,6 @@ dataset from a checkpoint's metadata and checking its classes happen in one plac
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,13 @@ from ..checkpoint import (
 )
 from ..data import DATASET_NAMES, DataError, LabeledDataset, build_dataset
 from ..models import WAENet
-from ..precision import INFERENCE_PRECISIONS, cast_for_inference
+from ..precision import INFERENCE_PRECISIONS
+from ..scorers import bf16_scorer, int8_scorer
 from .distributed import device_from_spec
 from .evaluate import check_eval_options, evaluate
 
 __all__ = [
-    "CastInput",
     "HeadScores",
-    "OrtScores",
     "checked_dataset",
     "checkpoint_dataset",
     "evaluate_checkpoint",
@@ -150,10 +148,10 @@ def evaluate_checkpoint(
     scorer: nn.Module = _scorer(model, head, path)
     extra: dict[str, Any] = {}
     if precision == "bf16":
-        scorer = CastInput(cast_for_inference(scorer, "bf16"), torch.bfloat16)
+        scorer = bf16_scorer(scorer)
     elif precision == "int8":  # calibrated on the train split, as the model sees it (no aug.)
         train_ds, _ = checked_dataset(path, meta, data=data, data_dir=data_dir, split="train")
-        scorer, extra = _int8_scorer(scorer, train_ds, calibration_size or 512, seed)
+        scorer, extra = int8_scorer(scorer, train_ds, calibration_size or 512, seed)
     result = evaluate(
         scorer.to(dev),
         ds,
@@ -174,59 +172,6 @@ def evaluate_checkpoint(
         config=meta.config,
     )
     return result
-
-
-class CastInput(nn.Module):
-    """`model` fed its input cast to `dtype`; the scores come back float32: (N, C, H, W) ->
-    (N, K). Running a model cast once to bf16 without autocast, as it would be deployed."""
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.dtype)).float()
-
-
-class OrtScores(nn.Module):
-    """An ONNX Runtime session as a module, (N, C, H, W) -> (N, K) float32 on the CPU."""
-
-    def __init__(self, session: Any) -> None:
-        super().__init__()
-        self.session = session
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..export import ort_run
-
-        return ort_run(self.session, x)
-
-
-def _int8_scorer(
-    scorer: nn.Module, train_ds: LabeledDataset, n: int, seed: int
-) -> tuple[nn.Module, dict[str, Any]]:
-    """`scorer` exported (parity-checked), quantised to int8 by ONNX Runtime on `n` seeded
-    images of `train_ds`, as a module; and the result's calibration entry."""
-    from ..export import check_parity, export_onnx, onnx_metadata, onnx_session
-    from ..quantize import calibration_images, quantize_onnx_int8
-
-    calib = calibration_images(train_ds, n, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="wae-eval-int8-") as tmp:
-        fp32 = export_onnx(
-            scorer, Path(tmp) / "fp32.onnx", calib.shape[-2:], in_chans=calib.shape[1]
-        )
-        check_parity(scorer, fp32, calib[:4])  # a faulty export would pass as int8 error
-        int8 = quantize_onnx_int8(fp32, Path(tmp) / "int8.onnx", calib)
-        session = onnx_session(int8)  # the session holds the graph; the files can go
-        quantization = onnx_metadata(int8)["quantization"]
-    entry = {
-        "images": int(calib.shape[0]),
-        "split": "train",
-        "seed": seed,
-        "method": quantization["calibration"],
-        "tool": quantization["tool"],
-        "format": quantization["format"],
-    }
-    return OrtScores(session), {"calibration": entry}
 
 
 def _check_options(

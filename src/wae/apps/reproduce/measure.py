@@ -1,5 +1,6 @@
 """Results -> the comparison's numbers: accuracy over seeds (mean and spread), then the cost
-of the first seed's models (MACs, parameters, CPU latency at batch 256 and 1, interleaved)."""
+of the first seed's models (MACs, parameters, CPU latency at batch 256 and 1, interleaved,
+in eager PyTorch and on each model's fastest deploy backend)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from ...autoencoder import WaveletAutoEncoder
 from ...checkpoint import load_model
-from ...cost import compare, comparison_to_dict
+from ...cost import compare_batches, comparison_to_dict, resolve_backends
 from ...train import rundir
 from .methods import METHODS, budget_text
 from .rundirs import run_dir
@@ -73,36 +74,41 @@ def time_models(
     latency: bool,
     quick: bool,
     log: Callable[[str], None],
+    backends: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """MACs, params and (with `latency`) CPU latency of every model, at batch 256 and 1,
-    interleaved in one comparison per batch size, relative to "full"."""
-    cost: dict[str, Any] = {}
-    for b in (256, 1):
-        log(f"== measuring latency at batch {b} ({len(models)} models, interleaved)")
-        with warnings.catch_warnings():
-            # WAENet's cost groups name the I_H branch, which the I_L-alone models lack.
-            warnings.filterwarnings("ignore", "parts prefixes match no child module")
-            res = compare(
-                models,
-                size,
-                batch_size=b,
-                in_chans=in_chans,
-                latency=latency,
-                reference="full",
-                min_run_time=0.05 if quick else 1.0,
-                rounds=1 if quick else 3,
-                memory_format="contiguous" if quick else "best",
-                warmup=1 if quick else 3,
-            )
-        cost[f"b{b}"] = comparison_to_dict(res)
-    return cost
+    interleaved in one comparison per batch size, relative to "full": in eager PyTorch and
+    on `backends` (:func:`wae.cost.compare_batches`; None: the default for the mode), each
+    model's fastest named."""
+    deploy = resolve_backends(backends, quick=quick)
+    on = f"eager and {', '.join(deploy)}" if deploy and latency else "eager"
+    log(f"== measuring latency at batch 256 and 1 ({len(models)} models, interleaved; {on})")
+    with warnings.catch_warnings():
+        # WAENet's cost groups name the I_H branch, which the I_L-alone models lack.
+        warnings.filterwarnings("ignore", "parts prefixes match no child module")
+        res = compare_batches(
+            models,
+            size,
+            batches=(256, 1),
+            in_chans=in_chans,
+            latency=latency,
+            reference="full",
+            min_run_time=0.05 if quick else 1.0,
+            rounds=1 if quick else 3,
+            memory_format="contiguous" if quick else "best",
+            warmup=1 if quick else 3,
+            backends=["eager", *deploy],
+            log=lambda line: log(f"   {line}"),
+        )
+    return {f"b{b}": comparison_to_dict(c) for b, c in res.items()}
 
 
 def add_cost(
     methods: dict[str, dict[str, Any]], cost: Mapping[str, Any], models: Mapping[str, nn.Module]
 ) -> None:
     """Copy each method's MACs, params, latency and speed-up into its row (WAE w/o stage 3
-    has the WAE's: the same network)."""
+    has the WAE's: the same network); "latency_fastest" ({"backend", "median_ms",
+    "iqr_ms"} per batch) and "speedup_fastest" are those of its fastest backend."""
     for key, m in methods.items():
         src = "wae" if key == "wae_noft" else key
         p1 = cost["b1"]["profiles"][src]
@@ -112,12 +118,16 @@ def add_cost(
         m["mac_ratio"] = cost["b1"]["mac_ratio"][src]
         m["latency"] = {}
         m["speedup"] = {}
+        m["latency_fastest"] = {}
+        m["speedup_fastest"] = {}
         for b in ("b256", "b1"):
             lat = cost[b]["profiles"][src]["latency"]
             m["latency"][b] = (
                 {"median_ms": lat["median_ms"], "iqr_ms": lat["iqr_ms"]} if lat else None
             )
             m["speedup"][b] = cost[b]["speedup"][src]
+            m["latency_fastest"][b] = cost[b]["fastest"][src]
+            m["speedup_fastest"][b] = cost[b]["speedup_fastest"][src]
 
 
 def _inference_params(model: nn.Module) -> int:

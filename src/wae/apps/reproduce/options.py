@@ -37,6 +37,7 @@ class ReproduceOptions:
     plan_only: bool = False
     verbose: bool = True
     latency: bool = True
+    backends: list[str] | None = None  # timed besides eager (None: wae.cost's default by mode)
     photo_steps: int | None = None  # colour-WAE steps for the photo figure (default by mode)
     jobs: int | None = None  # seeds trained side by side (default: cores // threads)
     train_only: bool = False  # train the runs, then stop: no measurements, figures or report

@@ -194,7 +194,36 @@ _TABLE2_HEADER = [
 ]
 
 
-def _table2_row(key: str, m: Mapping[str, Any]) -> list[str]:
+# Beside the eager columns (after "speed-up (b1)") when deploy backends were timed.
+_FASTEST_HEADER = ["fastest backend ms (b256)", "fastest backend ms (b1)"]
+_AT = _TABLE2_HEADER.index("speed-up (b1)") + 1
+
+
+def _deploy_timed(results: Mapping[str, Any]) -> list[str]:
+    """The backends the cost was timed on besides eager (none in results made before they
+    were, or with `--backends eager`)."""
+    b1 = (results.get("cost") or {}).get("b1") or {}
+    return list((b1.get("settings") or {}).get("backends") or [])
+
+
+def _table2_header(deploy: bool) -> list[str]:
+    return [*_TABLE2_HEADER[:_AT], *(_FASTEST_HEADER if deploy else []), *_TABLE2_HEADER[_AT:]]
+
+
+def _fast(m: Mapping[str, Any], b: str) -> str:
+    """A method's fastest backend at batch `b`: "2.1 (ort)"."""
+    f = (m.get("latency_fastest") or {}).get(b)
+    return "n/a" if not f else f"{f['median_ms']:.3g} ({f['backend']})"
+
+
+def _table2_row(key: str, m: Mapping[str, Any], deploy: bool = False) -> list[str]:
+    row = _paper_row(key, m)
+    if deploy:
+        row[_AT:_AT] = [_fast(m, "b256"), _fast(m, "b1")]
+    return row
+
+
+def _paper_row(key: str, m: Mapping[str, Any]) -> list[str]:
     return [
         m["label"],
         fmt_err(m),
@@ -214,16 +243,17 @@ def _table2_row(key: str, m: Mapping[str, Any]) -> list[str]:
 
 def _table2(results: Mapping[str, Any]) -> list[str]:
     methods = results.get("methods", {})
+    deploy = _deploy_timed(results)
     rows = []
     for key in ("full", "half", "wavelet", "encoder", "taylor", "thinet", "wae"):
         if key == "thinet":
             rows.append(
                 ["ThiNet (not done, see below)"]
-                + ["-"] * 8
+                + ["-"] * (10 if deploy else 8)
                 + [_paper(key, "top5_err"), "-", _paper(key, "speedup"), "-"]
             )
         elif methods.get(key):
-            rows.append(_table2_row(key, methods[key]))
+            rows.append(_table2_row(key, methods[key], bool(deploy)))
     return (
         [
             "",
@@ -231,13 +261,24 @@ def _table2(results: Mapping[str, Any]) -> list[str]:
             f"{results.get('dataset')})",
             "",
         ]
-        + _table(_TABLE2_HEADER, rows)
+        + _table(_table2_header(bool(deploy)), rows)
         + [
             "",
             "Batch-256 latency is per batch of 256 images; speed-up and MAC ratio are relative "
             "to the full-resolution network. The paper's GFLOPs are multiply-accumulates (VGG16: "
-            "15.36 G), comparable to our MACs column.",
+            "15.36 G), comparable to our MACs column." + _fastest_note(deploy),
         ]
+    )
+
+
+def _fastest_note(deploy: Sequence[str]) -> str:
+    if not deploy:
+        return ""
+    return (
+        " CPU ms is eager PyTorch; the fastest-backend columns give each method's fastest of "
+        f"eager and {', '.join(deploy)} (optimized: wae.optimize.optimize_for_inference; ort, "
+        "ort_optimized: ONNX Runtime on the ONNX export), timed with the same threads, "
+        "warm-up and rounds, and name it (results.json: latency_fastest, speedup_fastest)."
     )
 
 
@@ -281,17 +322,22 @@ def _beyond(results: Mapping[str, Any]) -> list[str]:
     """Each section of rows beyond the paper, beside the paper's rows they extend; nothing
     for a section none of whose rows was run."""
     methods = results.get("methods", {})
+    deploy = bool(_deploy_timed(results))
+    ours = _TABLE2_HEADER.index("MAC ratio") + 1 + (len(_FASTEST_HEADER) if deploy else 0)
     lines: list[str] = []
     for title, keys, text in _BEYOND_SECTIONS:
         if not any(methods.get(k) for k in keys if k in BEYOND_KEYS):
             continue
         rows = [
-            [*_table2_row(k, methods[k])[:9], "beyond the paper" if _beyond_mark(k) else "paper"]
+            [
+                *_table2_row(k, methods[k], deploy)[:ours],
+                "beyond the paper" if _beyond_mark(k) else "paper",
+            ]
             for k in keys
             if methods.get(k)
         ]
         lines += ["", f"## Beyond the paper: {title}", "", text, ""]
-        lines += _table([*_TABLE2_HEADER[:9], "row"], rows)
+        lines += _table([*_table2_header(deploy)[:ours], "row"], rows)
     return lines
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ..._version import __version__
 from ...checkpoint import atomic_write_json, load_model
-from ...cost import machine_info
+from ...cost import machine_info, resolve_backends
 from ...data import CUE_FEATURES, trivial_cue_accuracy
 from ...runlock import RunLock
 from ...runtime import describe_precision
@@ -98,6 +98,7 @@ def _run(opts: ReproduceOptions) -> dict[str, Any]:
     An unwritable output directory, or one another command is writing, is refused first."""
     t_start = time.perf_counter()
     log = Log(opts.verbose)
+    resolve_backends(opts.backends, quick=opts.quick)  # checked before anything is planned
     lock = None if opts.plan_only else RunLock(opts.output, "wae reproduce")
     if lock is not None:
         lock.check()
@@ -176,7 +177,15 @@ def _cost(
     models = load_models(setup.out, list(methods), setup.first)
     in_chans, size = setup.info["in_chans"], setup.info["input_size"]
     opts = setup.opts
-    cost = time_models(models, size, in_chans, latency=opts.latency, quick=opts.quick, log=log)
+    cost = time_models(
+        models,
+        size,
+        in_chans,
+        latency=opts.latency,
+        quick=opts.quick,
+        log=log,
+        backends=opts.backends,
+    )
     add_cost(methods, cost, models)
     return models, cost, in_chans
 
