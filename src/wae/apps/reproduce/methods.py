@@ -134,6 +134,9 @@ WAE_KD_VARIANTS = {"wae_kd_unfrozen": "unfrozen", "wae_kd_wide": "wide", "wae_kd
 #: The feature-distillation weight of the wae_kd_feat row (untuned; the loss is a relative
 #: error, ~1 where the student starts, so this weights it like the soft targets).
 FEATURE_KD_WEIGHT = 1.0
+#: The unfrozen row's stage-2 gradient-norm clip: at the classifier's SGD lr (0.05) the encoder
+#: otherwise blows up within a few steps (fonts: the energy loss overflowed at step 9).
+UNFROZEN_GRAD_CLIP = 2.0
 
 
 def select_methods(keys: Sequence[str] | None) -> tuple[str, ...]:
@@ -374,7 +377,7 @@ class Derivation:
             s2, s3 = stages[1], stages[2]
             s2["freeze"] = []
             s2["losses"]["transform"] = s3["losses"].get("transform", 0.0)
-            s2.update(lam=s3["lam"], reduction=s3["reduction"])
+            s2.update(lam=s3["lam"], reduction=s3["reduction"], grad_clip=UNFROZEN_GRAD_CLIP)
         kwargs = {"high_divisor": 2} if variant == "wide" else {}
         model = {**self._wae_model(**kwargs), "init": teacher}
         key = next((k for k, v in WAE_KD_VARIANTS.items() if v == variant), "wae_kd")
