@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from .data.transforms import check_input_size
-from .errors import WAEError
+from .errors import WAEError, first_line
 from .outputs import check_output_file
 from .runtime import usable_cores
 
@@ -499,7 +499,13 @@ def onnx_metadata(path_or_session: str | os.PathLike[str] | Any) -> dict[str, An
     if isinstance(path_or_session, (str, os.PathLike)):
         import onnx
 
-        proto = onnx.load(str(path_or_session), load_external_data=False)
+        try:
+            proto = onnx.load(str(path_or_session), load_external_data=False)
+        except Exception as e:  # protobuf's DecodeError and friends: not an ONNX model
+            raise ExportError(
+                f"{path_or_session} is not a readable ONNX model "
+                f"({first_line(e, with_type=True)}). Export it again with `wae export`."
+            ) from None
         raw = {p.key: p.value for p in proto.metadata_props}
     else:
         raw = dict(path_or_session.get_modelmeta().custom_metadata_map)

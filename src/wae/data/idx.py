@@ -70,7 +70,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         f"the header declares shape {tuple(dims)} ({expected} bytes) but the file holds "
         f"{len(raw)} bytes (after decompression). {redo}",
     )
-    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    try:  # an empty dimension beside huge ones matches the byte count but no array can hold it
+        arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    except ValueError as e:
+        raise DataError(
+            f"IDX file {path} declares a shape no array can have, {tuple(dims)} ({e}). {redo}"
+        ) from None
     return arr.astype(dtype.newbyteorder("="))  # copy: writable and native-endian
 
 

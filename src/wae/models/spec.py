@@ -164,7 +164,7 @@ def validate_spec(spec: Any, where: str = "model spec") -> dict[str, Any]:
         raise SpecError(f"{where} must be a JSON object, got {type(spec).__name__}.")
     builder = spec.get("builder")
     allowed = {"registry": "name", "wae_net": "backbone", "plain": "backbone"}
-    if builder not in allowed:
+    if not isinstance(builder, str) or builder not in allowed:  # a list would not even hash
         raise SpecError(f"{where}: 'builder' must be one of {sorted(allowed)}, got {builder!r}.")
     extra = set(spec) - {"builder", allowed[builder], "kwargs"}
     if extra:

@@ -77,6 +77,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data import DataError, check_input_size
+from ..errors import first_line
 from ..models import BackboneError, is_model, list_models, named_kind
 from ..models._backbone import check_backbone_name
 from ..models.spec import MAX_SIZE, SpecError, validate_spec
@@ -344,7 +345,14 @@ def config_from_dict(
     raw: Mapping[str, Any], overrides: Sequence[str] = (), origin: str = ""
 ) -> TrainConfig:
     """Plain data (a parsed TOML/JSON document) + overrides -> validated TrainConfig."""
-    raw = json.loads(json.dumps(raw))  # a deep copy: overrides must not touch the caller's dict
+    try:  # a deep copy: overrides must not touch the caller's dict
+        raw = json.loads(json.dumps(raw, allow_nan=True))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ConfigError(
+            f"The recipe{origin} holds a value a config cannot: {first_line(e)}. Recipe values "
+            f"are strings, numbers, booleans, lists and tables; TOML dates and times are not "
+            f"allowed anywhere (quote them to make them strings)."
+        ) from None
     apply_overrides(raw, overrides)
     return validate(from_plain(TrainConfig, raw, "", origin))
 
