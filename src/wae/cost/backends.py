@@ -62,7 +62,6 @@ __all__ = [
     "BackendUnavailable",
     "Prepared",
     "Runner",
-    "first_line",
     "measure_grouped",
     "prepare_backend",
 ]

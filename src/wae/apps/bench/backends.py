@@ -17,7 +17,6 @@ from ...cost.backends import (
     BackendUnavailable,
     Prepared,
     Runner,
-    first_line,
     measure_grouped,
     prepare_backend,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "BackendUnavailable",
     "Prepared",
     "Runner",
-    "first_line",
     "measure_grouped",
     "prepare_backend",
 ]
