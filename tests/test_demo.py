@@ -1,4 +1,4 @@
-"""`wae demo --quick`: the whole main job on a sliver of Fashion-MNIST."""
+"""`wae demo --quick` (and `--full --quick`): the whole main job on a sliver of Fashion-MNIST."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from conftest import assert_drawn_image
 from wae.cli import main
 from wae.data import DEFAULT_FASHION_MNIST_DIR
+from wae.pretrained import DEMO_TEACHER, pretrained_dir
 
 pytestmark = pytest.mark.skipif(
     not Path(DEFAULT_FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST is not installed"
@@ -44,6 +45,12 @@ def test_demo_quick_writes_the_results_contract(
     assert set(doc["precision"]) == {"baseline", "wae", "half"}  # the recipe's "auto", resolved
     assert {c["runtime"]["precision"] for c in doc["configs"].values()} == {"auto"}
     assert doc["precision_summary"] in (out / "results.md").read_text()
+    # The default demo accelerates the packaged network: copied, not trained.
+    assert doc["demo"] == "fast" and doc["teacher_seconds"] == 0.0
+    assert doc["teacher_source"]["packaged"] == DEMO_TEACHER
+    shipped = pretrained_dir(DEMO_TEACHER) / "model.safetensors"
+    assert (out / "baseline" / "final" / "model.safetensors").read_bytes() == shipped.read_bytes()
+    assert doc["configs"]["wae"]["model"]["kwargs"]["encoder"] == "light"
     assert_drawn_image(out / "decomposition.png")
     assert (out / "wae" / "final" / "model.safetensors").is_file()
     # A second run reuses the three finished runs instead of training again.
@@ -52,13 +59,36 @@ def test_demo_quick_writes_the_results_contract(
     assert (out / "wae" / "final" / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+def test_demo_full_quick_trains_the_network_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--full", "--quick", "-o", str(out), "--latency-batch", "8"]
+    assert main(argv + ["--backends", "eager"]) == 0
+    assert "I_R + KD" in capsys.readouterr().out
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["demo"] == "full" and doc["teacher_seconds"] > 0
+    assert doc["teacher_source"]["recipe"] == "fashion_mnist_baseline"
+    assert (out / "baseline" / "metrics.csv").is_file()  # trained here, through the engine
+    assert "encoder" not in doc["configs"]["wae"]["model"]["kwargs"]  # the paper's encoder
+    for key in ("wae", "baseline", "half"):
+        assert 0 <= doc[key]["top1"] <= doc[key]["top5"] <= 100
+
+
 def test_demo_with_a_missing_recipe_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(["demo", "--output", str(tmp_path / "o"), "--recipe", str(tmp_path / "no.toml")]) == 2
-    )
+    argv = ["demo", "--full", "-o", str(tmp_path / "o"), "--recipe", str(tmp_path / "no.toml")]
+    assert main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_recipe_without_full_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "-o", str(tmp_path / "o"), "--recipe", "fashion_mnist_baseline"]) == 2
+    assert "Add --full" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -30,6 +30,7 @@ LAYERS: dict[str, frozenset[str]] = {
             "host",
             "macs",
             "models",
+            "pretrained",
             "stats",
             "wavelet",
         }
