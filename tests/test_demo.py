@@ -51,6 +51,8 @@ def test_demo_quick_writes_the_results_contract(
     shipped = pretrained_dir(DEMO_TEACHER) / "model.safetensors"
     assert (out / "baseline" / "final" / "model.safetensors").read_bytes() == shipped.read_bytes()
     assert doc["configs"]["wae"]["model"]["kwargs"]["encoder"] == "light"
+    for cfg in doc["configs"].values():  # the teacher's logits computed once, no augmentation
+        assert cfg["teacher"]["cache"] and not cfg["data"]["augment"]
     assert_drawn_image(out / "decomposition.png")
     assert (out / "wae" / "final" / "model.safetensors").is_file()
     # A second run reuses the three finished runs instead of training again.

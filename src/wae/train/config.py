@@ -225,6 +225,18 @@ def _validate_teacher(cfg: TrainConfig) -> None:
         f"runs/full/final).",
     )
     _check(
+        not (t.cache and cfg.data.augment),
+        "teacher.cache = true keeps one set of teacher logits per training image, so the "
+        "images must be the same every epoch: set data.augment = false, or teacher.cache = "
+        "false.",
+    )
+    feats = [i for i, s in enumerate(cfg.stages, 1) if s.losses.get("feature_distillation")]
+    _check(
+        not (t.cache and feats),
+        f"teacher.cache = true keeps the teacher's logits only, and stages.{feats[:1]} distils "
+        f"its feature map too: drop the feature_distillation loss, or set teacher.cache = false.",
+    )
+    _check(
         not t.checkpoint or bool(uses),
         f"teacher.checkpoint is set ({t.checkpoint}) but no stage has a distillation loss: "
         f"add e.g. losses = {{ classification = 0.5, distillation = 0.5 }} to a stage, or "

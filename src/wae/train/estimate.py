@@ -109,6 +109,8 @@ def estimate_run(
             for s in cfg.stages
         )
         end = _test_seconds(model, cfg, shape, len(data["test"]) if "test" in data else 0)
+        if t_model is not None and cfg.teacher.cache:  # its one pass over the training images
+            end += _forward_seconds(t_model, cfg, shape, len(data["train"]))
     return RunEstimate(per_epoch, end)
 
 
@@ -174,14 +176,17 @@ def _stage_seconds(
         p.requires_grad_(False)
     for _, p in named:
         p.requires_grad_(True)
-    stage_mod = StageModule(model, s, t_model if s.distill else None, cfg.teacher)
-    opt = make_optimizer(s, [p for _, p in named]) if named else None
     b = shape.timed_batch(s.batch_size)
     x, y = shape.images(b)
+    cached = s.distill and cfg.teacher.cache  # the step looks the teacher's logits up
+    soft = torch.zeros(b, shape.num_classes, device=shape.device) if cached else None
+    idx = torch.arange(b, device=shape.device) if cached else None
+    stage_mod = StageModule(model, s, t_model if s.distill else None, cfg.teacher, soft)
+    opt = make_optimizer(s, [p for _, p in named]) if named else None
 
     def step() -> None:
         with autocast(shape.device, shape.amp):
-            total, _, _ = stage_mod(x, y)
+            total, _, _ = stage_mod(x, y, idx)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -205,11 +210,16 @@ def _stage_seconds(
 
 def _test_seconds(model: nn.Module, cfg: TrainConfig, shape: _Shape, n_test: int) -> float:
     """Seconds of the final test evaluation: float32 forwards, clean and with each noise."""
-    if n_test == 0:
+    return _forward_seconds(model, cfg, shape, n_test) * (1 + len(cfg.eval.noise_vars))
+
+
+def _forward_seconds(model: nn.Module, cfg: TrainConfig, shape: _Shape, n: int) -> float:
+    """Seconds of `model`'s forwards over `n` images in evaluation batches."""
+    if n == 0:
         return 0.0
-    b = shape.timed_batch(min(cfg.eval.batch_size, n_test))
+    b = shape.timed_batch(min(cfg.eval.batch_size, n))
     x, _ = shape.images(b)
     model.eval()
     with torch.no_grad():
         image_s = _timed(lambda: model(x), shape.device, 1) / b
-    return n_test * image_s * (1 + len(cfg.eval.noise_vars))
+    return n * image_s

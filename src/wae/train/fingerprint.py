@@ -14,7 +14,8 @@ __all__ = ["NOT_FINGERPRINTED", "config_diff", "fingerprint", "stage_fingerprint
 
 # Keys that do not change what a run computes (or are allowed to move): left out of the
 # fingerprint that --resume and stage hand-over compare.
-NOT_FINGERPRINTED = ("name", "runtime", "data.data_dir")
+# teacher.cache: the same teacher logits, computed once or at every step.
+NOT_FINGERPRINTED = ("name", "runtime", "data.data_dir", "teacher.cache")
 
 
 def _strip(doc: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from .hooks import TrainingError
 from .objective import StageModule, set_modes
 from .schedule import LRSchedule, Monitor
 from .setup import RunContext
+from .soft_targets import IndexedDataset
 
 __all__ = ["StageRun", "derive", "log_epoch", "run_epoch", "val_loader"]
 
@@ -116,8 +117,9 @@ def _progress(ctx: RunContext, loader: DataLoader, desc: str) -> tuple[Iterable,
 def _train_epoch(ctx: RunContext, st: StageRun, epoch: int) -> tuple[dict[str, float], float]:
     """The epoch's steps; returns (mean train_* losses over steps and ranks, last lr)."""
     env, s = ctx.env, st.s
+    cached = st.stage_mod.soft_targets is not None  # batches carry their rows in the cache
     loader = build_loader(
-        ctx.train_ds,
+        IndexedDataset(ctx.train_ds) if cached else ctx.train_ds,
         s.batch_size // env.world_size,
         shuffle=True,
         seed=derive(ctx.cfg.seed, st.k, epoch),
@@ -134,13 +136,14 @@ def _train_epoch(ctx: RunContext, st: StageRun, epoch: int) -> tuple[dict[str, f
     n, lr = 0, s.lr
     it, bar = _progress(ctx, loader, f"{st.label} epoch {epoch + 1}/{s.epochs}")
     try:
-        for step, (x, y) in enumerate(it):
+        for step, (x, y, *rows) in enumerate(it):
             lr = st.sched.lr(epoch, step)
             for g in st.opt.param_groups:
                 g["lr"] = lr
             x, y = ctx.batch(x), y.to(env.device, non_blocking=True)
+            idx = rows[0].to(env.device) if rows else None
             with ctx.autocast():
-                total, terms, _ = st.runner(x, y)
+                total, terms, _ = st.runner(x, y, idx)
             if env.any(not bool(torch.isfinite(total.detach()))):
                 raise _diverged(ctx, st, epoch, step, terms)
             _step(total, st.opt, st.scaler, params, s.grad_clip)

@@ -30,7 +30,9 @@ __all__ = ["StageModule", "make_optimizer", "set_modes", "trainable"]
 class StageModule(nn.Module):
     """Runs what a stage needs and returns its losses (one module, so DDP sees it all).
 
-    forward(x (N, C, H, W), y (N,)) -> (total loss (), {term: loss ()}, logits (N, K) or None).
+    forward(x (N, C, H, W), y (N,), idx (N,) or None) -> (total loss (), {term: loss ()},
+    logits (N, K) or None); `idx`: the images' rows in `soft_targets` (N_train, K), the
+    teacher's logits computed once (:mod:`.soft_targets`), used instead of its forward.
     Terms: ``classification`` (L_c = CE(s_L) + CE(s_c) for WAENet, CE for a plain net),
     ``distillation`` (the soft-target loss against the teacher's logits, see
     :func:`wae.distillation_loss`), ``transform`` (L_t = reconstruction + lam * energy) and
@@ -46,6 +48,7 @@ class StageModule(nn.Module):
         stage: StageConfig,
         teacher: nn.Module | None = None,
         teacher_cfg: TeacherConfig | None = None,
+        soft_targets: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -54,19 +57,35 @@ class StageModule(nn.Module):
         if self.distill and teacher is None:
             raise ValueError("a stage with the distillation loss needs the teacher")
         self._teacher = (teacher,)  # a tuple: not registered as a submodule
+        self._targets = (soft_targets,)  # likewise: neither trained nor saved
         self.teacher_cfg = teacher_cfg or TeacherConfig()
         self.weights = {k: float(w) for k, w in stage.losses.items() if w > 0}
         self.lam, self.reduction = stage.lam, stage.reduction
         self.label_smoothing = stage.label_smoothing
 
-    def _distill(self, x: torch.Tensor, out: object, terms: dict[str, torch.Tensor]) -> None:
-        """Adds the distillation terms: the teacher's soft targets and, with the
-        feature_distillation loss, its last feature map for the I_L network's."""
+    @property
+    def soft_targets(self) -> torch.Tensor | None:
+        """The teacher's logits of every training image (N_train, K), or None."""
+        return self._targets[0]
+
+    def _distill(
+        self,
+        x: torch.Tensor,
+        out: object,
+        terms: dict[str, torch.Tensor],
+        idx: torch.Tensor | None = None,
+    ) -> None:
+        """Adds the distillation terms: the teacher's soft targets (looked up by `idx` when
+        they were computed once) and, with the feature_distillation loss, its last feature
+        map for the I_L network's."""
         t = self.teacher_cfg
         feats = self.weights.get("feature_distillation", 0.0) > 0
         if feats and not self.is_wae:
             raise ValueError("feature distillation needs a WAENet student (its I_L features)")
-        logits, f_t = teacher_outputs(self._teacher[0], x, features=feats)
+        if idx is not None and self.soft_targets is not None and not feats:
+            logits, f_t = self.soft_targets[idx], None
+        else:
+            logits, f_t = teacher_outputs(self._teacher[0], x, features=feats)
         if "distillation" in self.weights:
             terms["distillation"] = distillation_loss(
                 out, logits, temperature=t.temperature, heads=t.heads
@@ -75,7 +94,7 @@ class StageModule(nn.Module):
             terms["feature_distillation"] = feature_distillation_loss(out.f_low, f_t)
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
         m = self.model
         terms: dict[str, torch.Tensor] = {}
@@ -97,7 +116,7 @@ class StageModule(nn.Module):
                 logits, y, label_smoothing=self.label_smoothing
             )
         if self.distill:
-            self._distill(x, out, terms)
+            self._distill(x, out, terms, idx)
         if self.decode:  # wae.transform_loss and its two parts, in float32
             parts = parts._replace(high=parts.high.float(), recon=parts.recon.float())
             terms.update(transform_loss_terms(x.float(), parts, self.lam, self.reduction))

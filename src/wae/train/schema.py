@@ -78,11 +78,14 @@ class TeacherConfig:
     """The trained network a stage's ``distillation`` loss learns from: a checkpoint
     directory of a classifier of the same classes, run unchanged (eval mode, no gradient) on
     the full-resolution image. ``heads``: which WAE scores learn from it ("both" sums s_L's
-    and s_c's loss, as L_c does; "low", "fused" or their "average")."""
+    and s_c's loss, as L_c does; "low", "fused" or their "average"). ``cache``: its logits of
+    every training image computed once per run instead of at every step
+    (:mod:`wae.train.soft_targets`); needs ``data.augment = false``."""
 
     checkpoint: str | None = None
     temperature: float = 4.0
     heads: Literal["both", "low", "fused", "average"] = "both"  # wae.distill.DISTILL_HEADS
+    cache: bool = False
 
 
 @dataclass

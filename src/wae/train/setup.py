@@ -57,6 +57,7 @@ class RunContext:
     val_ds: LabeledDataset = None  # type: ignore[assignment]
     data_meta: dict[str, Any] = field(default_factory=dict)
     teacher: nn.Module | None = None  # frozen, for the stages' distillation loss
+    soft_targets: torch.Tensor | None = None  # its logits of the training images (cache)
     tb: Any = None
 
     @property

@@ -11,6 +11,7 @@ runtime.precision trained in; results.json records the precision used.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,8 @@ class Trainer:
             )
             if s.calibrate_norms:
                 self._calibrate(k, s)
-        stage_mod = StageModule(ctx.model, s, ctx.teacher, ctx.cfg.teacher)
+        soft = self._soft_targets() if s.distill and ctx.cfg.teacher.cache else None
+        stage_mod = StageModule(ctx.model, s, ctx.teacher, ctx.cfg.teacher, soft_targets=soft)
         return StageRun(
             k=k,
             s=s,
@@ -252,6 +254,28 @@ class Trainer:
             val_loader=val_loader(ctx),
             epochs_before=sum(c.epochs for c in ctx.cfg.stages[: k - 1]),
         )
+
+    def _soft_targets(self) -> torch.Tensor:
+        """The teacher's logits of every training image, computed on first use
+        (``teacher.cache``, :mod:`.soft_targets`) and kept for the run's other stages."""
+        ctx = self.ctx
+        if ctx.soft_targets is None:
+            from .soft_targets import teacher_logits
+
+            t0 = time.perf_counter()
+            ctx.soft_targets = teacher_logits(
+                ctx.teacher,
+                ctx.train_ds,
+                batch=ctx.batch,
+                autocast=ctx.autocast,
+                batch_size=ctx.cfg.eval.batch_size,
+            )
+            ctx.log(
+                f"teacher.cache: the teacher's logits of the {len(ctx.soft_targets):,} training "
+                f"images computed once ({time.perf_counter() - t0:.1f}s), used by every "
+                f"distilling stage"
+            )
+        return ctx.soft_targets
 
     def _train_only(self, k: int, s: StageConfig) -> list[tuple[str, torch.nn.Parameter]]:
         """Make exactly stage `k`'s trainable parameters require gradients; returns them."""
