@@ -66,7 +66,7 @@ def test_demo_full_quick_trains_the_network_first(
 ) -> None:
     out = tmp_path / "demo"
     argv = ["demo", "--full", "--quick", "-o", str(out), "--latency-batch", "8"]
-    assert main(argv + ["--backends", "eager"]) == 0
+    assert main(argv) == 0
     assert "I_R + KD" in capsys.readouterr().out
     doc = json.loads((out / "results.json").read_text())
     assert doc["demo"] == "full" and doc["teacher_seconds"] > 0

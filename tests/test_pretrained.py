@@ -19,7 +19,8 @@ def test_the_demo_teacher_ships_and_matches_its_card() -> None:
     assert card["recipe"] == "fashion_mnist_baseline"
     assert card["command"].startswith("python scripts/build_demo_teacher.py")
     assert 80 < card["test"]["top1"] <= 100 and card["test"]["num_images"] == 10000
-    model, meta, _ = load_model(pretrained.pretrained_dir(pretrained.DEMO_TEACHER))
+    model, doc = load_model(pretrained.pretrained_dir(pretrained.DEMO_TEACHER))
+    meta = doc["meta"]
     assert meta["input_size"] == 28 and meta["num_classes"] == 10
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 

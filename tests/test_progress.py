@@ -225,7 +225,14 @@ def test_a_quick_demo_logs_the_plan_and_one_line_per_epoch_for_the_whole_job(
     from wae.apps.demo import run_demo
 
     lines: list[str] = []
-    run_demo(tmp_path / "demo", quick=True, latency_batch=8, min_run_time=0.2, log=lines.append)
+    run_demo(
+        tmp_path / "demo",
+        full=True,
+        quick=True,
+        latency_batch=8,
+        min_run_time=0.2,
+        log=lines.append,
+    )
     job = [x for x in lines if x.startswith("[job]")]
     # baseline 1 epoch, WAE 1 + 1 + 1, I_R + KD 2: six, timed before the start
     assert job[0].startswith("[job] plan: 3 runs, 6 epochs; estimated ~")
@@ -240,7 +247,14 @@ def test_a_quick_demo_logs_the_plan_and_one_line_per_epoch_for_the_whole_job(
     # The plan comes before the training.
     assert lines.index(job[0]) < next(i for i, x in enumerate(lines) if x.startswith("[demo]"))
     lines.clear()
-    run_demo(tmp_path / "demo", quick=True, latency_batch=8, min_run_time=0.2, log=lines.append)
+    run_demo(
+        tmp_path / "demo",
+        full=True,
+        quick=True,
+        latency_batch=8,
+        min_run_time=0.2,
+        log=lines.append,
+    )
     job = [x for x in lines if x.startswith("[job]")]
     assert job[0] == "[job] plan: 3 runs, 6 epochs (3 finished already, reused)"
     assert len(job) == 4  # the plan only: nothing trained

@@ -76,7 +76,7 @@ def test_demo_data_dir_stays_a_string(monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["demo", "--data-dir", "2024", "--set", "data.subset=600", "-o", "out"]
     assert main(argv) == 0
     assert seen["overrides"][0] == "data.subset=600"  # the user's --set first, as before
-    cfg = load_config(seen["recipe"], seen["overrides"])
+    cfg = load_config(seen["recipe"] or "fashion_mnist_baseline", seen["overrides"])
     assert cfg.data.data_dir == "2024" and cfg.data.subset == 600
 
 
