@@ -289,7 +289,7 @@ def test_distillation_rows_start_from_and_learn_from_the_full_run(tmp_path, reci
     for key in kd_keys:
         c = cfgs[key]
         assert c["model"]["init"] == teacher and c["teacher"]["checkpoint"] == teacher, key
-        assert c["teacher"] == {**table, "checkpoint": teacher}
+        assert c["teacher"] == {"cache": False, **table, "checkpoint": teacher}
         assert c["data"] == cfgs["wae"]["data"] and c["eval"] == cfgs["wae"]["eval"]
     # WAE + distillation: the WAE's stages, stages 2 and 3 distilling (3 keeps its transform).
     kd, wae = cfgs["wae_kd"], cfgs["wae"]
