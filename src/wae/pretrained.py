@@ -79,6 +79,11 @@ def pretrained_card(name: str) -> dict[str, Any]:
 def pretrained_dir(name: str) -> Path:
     """The checkpoint directory of the shipped network `name`, after checking each file's
     SHA-256 against its card (a CheckpointError naming the file otherwise)."""
+    return _checked(name)[0]
+
+
+def _checked(name: str) -> tuple[Path, dict[str, Any]]:
+    """(the directory, the card) of the shipped network `name`, its files checked."""
     card = pretrained_card(name)
     d = _root() / name
     for file in FILES:
@@ -90,14 +95,13 @@ def pretrained_dir(name: str) -> Path:
                 f"the file was changed; reinstall wae, or rebuild the network with "
                 f"`python scripts/build_demo_teacher.py`."
             )
-    return d
+    return d, card
 
 
 def copy_pretrained(name: str, dest: str | os.PathLike[str]) -> Path:
     """The shipped network `name` copied (checked) into the checkpoint directory `dest`,
     which is left as it is when it holds the same files already; returns `dest`."""
-    src, dest = pretrained_dir(name), Path(dest)
-    card = pretrained_card(name)
+    (src, card), dest = _checked(name), Path(dest)
     if all((dest / f).is_file() and _sha256(dest / f) == card["sha256"][f] for f in FILES):
         return dest
     dest.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,7 @@ def run_demo(
         if base_cfg is None:
             results = _accelerate_packaged(out, tdir, students, **common)
         else:
-            results = _train_and_accelerate(out, base_cfg, students, **common)
+            results = _train_and_accelerate(out, tdir, base_cfg, students, **common)
         results["demo"] = "full" if full else "fast"
         results["total_seconds"] = round(time.perf_counter() - t0, 1)
         log(f"[demo] {results['precision_summary']}")
@@ -178,9 +178,10 @@ def _accelerate_packaged(
 
 
 def _train_and_accelerate(
-    out: Path, base_cfg: Any, students: dict[str, Any], **common: Any
+    out: Path, tdir: Path, base_cfg: Any, students: dict[str, Any], **common: Any
 ) -> dict[str, Any]:
-    """Train the network of `base_cfg` into OUT/baseline, then its students; one job."""
+    """Train the network of `base_cfg` into OUT/baseline (its final checkpoint `tdir`), then
+    its students; one job."""
     from ..train import run_training
 
     t0 = time.perf_counter()
@@ -206,9 +207,7 @@ def _train_and_accelerate(
             raise WAEError(f"The run in {out / 'baseline'} did not complete; rerun `wae demo`.")
         teacher_s = time.perf_counter() - t0
         log("[demo] accelerating it: WAE + KD and I_R + KD, started from its weights")
-        results = run_acceleration(
-            out, out / "baseline" / "final", students, progress=job, **common
-        )
+        results = run_acceleration(out, tdir, students, progress=job, **common)
     results["teacher_seconds"] = round(teacher_s, 1)
     results["teacher_source"] = {"trained": str(out / "baseline"), "recipe": base_cfg.name}
     results["epoch_seconds"] = {
